@@ -1,0 +1,78 @@
+//! `larder-server admin …`: operator commands that work on the same data directory and
+//! database as the server, also while it runs.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::domain::Permission;
+use crate::startup::build_services;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a cache with a server-held signing key; prints its public key.
+    CreateCache {
+        name: String,
+        /// Readable only with a token (default: anyone may read).
+        #[arg(long)]
+        private: bool,
+        /// nix-cache-info Priority (lower is tried first; cache.nixos.org is 40).
+        #[arg(long)]
+        priority: Option<i64>,
+    },
+    /// Create a token for one cache; prints its id and the token (shown only this once).
+    CreateToken {
+        #[arg(long)]
+        cache: String,
+        #[arg(long, value_parser = parse_permission)]
+        perm: Permission,
+        /// Lifetime such as 30d, 12h or "1month"; default: no expiry.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Revoke a token by id; takes effect on the next request.
+    RevokeToken { id: String },
+    /// List caches with their visibility, priority and public keys.
+    ListCaches,
+}
+
+fn parse_permission(s: &str) -> Result<Permission, String> {
+    s.parse()
+}
+
+pub async fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let services = build_services(settings).await?;
+    match command {
+        AdminCommand::CreateCache { name, private, priority } => {
+            let created = services.create_cache(&name, !private, priority).await?;
+            println!("created cache {} ({})", created.cache.name, if private { "private" } else { "public" });
+            println!("public key: {}", created.public_key);
+        }
+        AdminCommand::CreateToken { cache, perm, expires, description } => {
+            let created = services.create_token(&cache, perm, expires, &description).await?;
+            println!("token id: {}", created.row.id);
+            println!("token: {}", created.secret);
+        }
+        AdminCommand::RevokeToken { id } => {
+            services.revoke_token(&id).await?;
+            println!("revoked token {id}");
+        }
+        AdminCommand::ListCaches => {
+            for cache in services.db().list_caches().await? {
+                let info = services.cache_info(&cache).await?;
+                println!(
+                    "{}\t{}\tpriority {}\t{}",
+                    info.name,
+                    if info.public { "public" } else { "private" },
+                    info.priority,
+                    info.public_keys.join(" ")
+                );
+            }
+        }
+    }
+    services.db().close().await;
+    Ok(())
+}

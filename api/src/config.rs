@@ -1,0 +1,184 @@
+//! Settings: embedded defaults, then an optional TOML file, then `LARDER_*` environment
+//! variables (the environment wins). Keys are flat so that a file key and its variable
+//! read the same: `s3_bucket` in TOML is `LARDER_S3_BUCKET` in the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::S3Settings;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Where the embedded defaults keep their state: SQLite, NARs, generated secrets.
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at, used in generated snippets and cache info.
+    pub public_url: Option<String>,
+    /// `sqlite://…` or `postgres://…`; default: `larder.db` in the data directory.
+    pub database_url: Option<String>,
+    pub storage: StorageKind,
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    pub s3_path_style: bool,
+    /// 32 bytes, hex or base64, that encrypt signing keys at rest; generated into the data
+    /// directory on first start when absent.
+    pub master_key: Option<String>,
+    /// Secret for signing tokens (JWT HS256); generated into the data directory when absent.
+    pub token_secret: Option<String>,
+    /// Largest NAR file accepted on upload, in bytes.
+    pub max_nar_size: u64,
+    /// Largest narinfo, listing or build log accepted on upload, in bytes.
+    pub max_small_upload: u64,
+    /// Priority announced in nix-cache-info for caches that do not set their own.
+    pub default_priority: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Fs,
+    S3,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./larder-data"),
+            public_url: None,
+            database_url: None,
+            storage: StorageKind::Fs,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_path_style: false,
+            master_key: None,
+            token_secret: None,
+            max_nar_size: 64 << 30,
+            max_small_upload: 64 << 20,
+            default_priority: 41,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults ← file (if given) ← `LARDER_*` environment, then checks that the
+    /// combination makes sense. Errors name the offending key.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let settings: Settings = figment
+            // LARDER_TEST_* configure the test suite, not the server.
+            .merge(Env::prefixed("LARDER_").filter(|key| !key.as_str().starts_with("test_")))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.storage == StorageKind::S3 && self.s3_bucket.as_deref().unwrap_or("").is_empty() {
+            bail!("invalid configuration: storage = \"s3\" needs s3_bucket (LARDER_S3_BUCKET)");
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+                bail!("invalid configuration: database_url (LARDER_DATABASE_URL) must start with sqlite: or postgres:");
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("invalid configuration: public_url (LARDER_PUBLIC_URL) must start with http:// or https://");
+            }
+        }
+        if self.max_nar_size == 0 || self.max_small_upload == 0 {
+            bail!("invalid configuration: max_nar_size and max_small_upload must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("larder.db").display()),
+        }
+    }
+
+    pub fn s3_settings(&self) -> Option<S3Settings> {
+        (self.storage == StorageKind::S3).then(|| S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            bucket: self.s3_bucket.clone().unwrap_or_default(),
+            region: self.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            path_style: self.s3_path_style,
+        })
+    }
+
+    pub fn nar_dir(&self) -> PathBuf {
+        self.data_dir.join("objects")
+    }
+}
+
+/// Reads a 32-byte secret from config, or from `file` in the data directory, creating the
+/// file with fresh random bytes on first start. Kept owner-readable only.
+pub fn load_or_create_secret(configured: Option<&str>, file: &Path, key: &str) -> anyhow::Result<[u8; 32]> {
+    if let Some(text) = configured {
+        return decode_secret(text).with_context(|| format!("invalid configuration: {key}"));
+    }
+    if file.exists() {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        return decode_secret(text.trim()).with_context(|| format!("{} is corrupt", file.display()));
+    }
+    let secret: [u8; 32] = rand::random();
+    write_private_file(file, hex::encode(secret).as_bytes())?;
+    tracing::info!(path = %file.display(), "generated a new {key}");
+    Ok(secret)
+}
+
+fn decode_secret(text: &str) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine;
+    let bytes = if text.len() == 64 {
+        hex::decode(text).context("expected 64 hex characters")?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .context("expected 64 hex characters or base64 of 32 bytes")?
+    };
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected exactly 32 bytes"))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}

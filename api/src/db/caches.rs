@@ -1,0 +1,112 @@
+//! Caches and their signing keys.
+
+use sqlx::FromRow;
+
+use super::{now, Database};
+
+#[derive(Clone, Debug, FromRow)]
+pub struct CacheRow {
+    pub id: i64,
+    pub name: String,
+    pub is_public: i64,
+    pub priority: i64,
+    pub signing_mode: String,
+    pub created_at: i64,
+}
+
+impl CacheRow {
+    pub fn is_public(&self) -> bool {
+        self.is_public != 0
+    }
+}
+
+#[derive(Clone, FromRow)]
+pub struct SigningKeyRow {
+    pub id: i64,
+    pub cache_id: i64,
+    pub key_name: String,
+    pub public_key: String,
+    pub encrypted_secret: Option<Vec<u8>>,
+    pub master_key_id: Option<String>,
+    pub active: i64,
+    pub created_at: i64,
+}
+
+/// A cache to create together with its first server-held signing key.
+pub struct NewCache<'a> {
+    pub name: &'a str,
+    pub is_public: bool,
+    pub priority: i64,
+    pub key_name: &'a str,
+    pub public_key: &'a str,
+    pub encrypted_secret: &'a [u8],
+    pub master_key_id: &'a str,
+}
+
+const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at";
+
+impl Database {
+    /// Creates the cache and its key in one transaction; `None` if the name is taken.
+    pub async fn create_cache(&self, new: NewCache<'_>) -> anyhow::Result<Option<CacheRow>> {
+        let mut tx = self.pool.begin().await?;
+        let created_at = now();
+        let row: Option<CacheRow> = sqlx::query_as(&format!(
+            "INSERT INTO caches (name, is_public, priority, signing_mode, created_at) VALUES ($1, $2, $3, 'server', $4) \
+             ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
+        ))
+        .bind(new.name)
+        .bind(i64::from(new.is_public))
+        .bind(new.priority)
+        .bind(created_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(cache) = row else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO signing_keys (cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(cache.id)
+        .bind(new.key_name)
+        .bind(new.public_key)
+        .bind(new.encrypted_secret.to_vec())
+        .bind(new.master_key_id)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(cache))
+    }
+
+    pub async fn cache_by_name(&self, name: &str) -> anyhow::Result<Option<CacheRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn cache_by_id(&self, id: i64) -> anyhow::Result<Option<CacheRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn list_caches(&self) -> anyhow::Result<Vec<CacheRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The cache's active keys, oldest first.
+    pub async fn active_signing_keys(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at \
+             FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id",
+        )
+        .bind(cache_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,67 @@
+//! Use-cases. No HTTP types here: routes translate requests into these calls and
+//! `ServiceError`s into responses.
+
+mod access;
+mod caches;
+mod error;
+mod substitute;
+mod tokens;
+mod upload;
+
+use std::sync::Arc;
+
+use crate::auth::TokenKeys;
+use crate::db::Database;
+use crate::signing::MasterKey;
+use crate::storage::Storage;
+
+pub use access::Principal;
+pub use caches::{CacheInfo, CreatedCache};
+pub use error::{ServiceError, ServiceResult, NO_ACCESS};
+pub use substitute::NarDownload;
+pub use tokens::CreatedToken;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_nar_size: u64,
+    pub max_small_upload: u64,
+    pub default_priority: i64,
+}
+
+/// Everything the use-cases need, shared by all workers.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    storage: Arc<dyn Storage>,
+    master_key: MasterKey,
+    token_keys: TokenKeys,
+    limits: Limits,
+}
+
+impl Services {
+    pub fn new(db: Database, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> Self {
+        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits }) }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.inner.storage.as_ref()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Database and storage both answer (for /readyz).
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.db().health_check().await?;
+        self.storage().health_check().await
+    }
+}

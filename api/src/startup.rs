@@ -1,0 +1,110 @@
+//! Wiring: settings → database, storage, secrets → services → HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpRequest, HttpServer};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::TokenKeys;
+use crate::config::{load_or_create_secret, Settings};
+use crate::db::Database;
+use crate::services::{Limits, Services};
+use crate::signing::MasterKey;
+use crate::storage::{FsStorage, S3Storage, Storage};
+
+/// The base URL clients use: configured, or else taken from the request.
+#[derive(Clone)]
+pub struct PublicUrl(Option<String>);
+
+impl PublicUrl {
+    pub fn base(&self, req: &HttpRequest) -> String {
+        match &self.0 {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let info = req.connection_info();
+                format!("{}://{}", info.scheme(), info.host())
+            }
+        }
+    }
+}
+
+/// Connects everything a server or an admin command needs, failing early (at boot, not on
+/// the first request) when the database, the storage or a secret is unusable.
+pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    let db = Database::connect(&settings.database_url()).await?;
+    db.migrate().await?;
+    let storage: Arc<dyn Storage> = match settings.s3_settings() {
+        Some(s3) => Arc::new(S3Storage::new(s3).await?),
+        None => Arc::new(FsStorage::new(settings.nar_dir()).await?),
+    };
+    let master_key = load_or_create_secret(
+        settings.master_key.as_deref(),
+        &settings.data_dir.join("master.key"),
+        "master_key (LARDER_MASTER_KEY)",
+    )?;
+    let token_secret = load_or_create_secret(
+        settings.token_secret.as_deref(),
+        &settings.data_dir.join("token-secret.key"),
+        "token_secret (LARDER_TOKEN_SECRET)",
+    )?;
+    let limits = Limits {
+        max_nar_size: settings.max_nar_size,
+        max_small_upload: settings.max_small_upload,
+        default_priority: settings.default_priority,
+    };
+    Ok(Services::new(db, storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits))
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    services: Services,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one; `port()` tells which) and builds the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let services = build_services(&settings).await?;
+        storage_ready(&services).await?;
+        let listener = TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_url = PublicUrl(settings.public_url.clone());
+        let data = web::Data::new(services.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(data.clone())
+                .app_data(web::Data::new(public_url.clone()))
+                .configure(crate::routes::configure)
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(address = %settings.listen.ip(), port, "listening");
+        Ok(Self { port, server, services })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests (graceful shutdown).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.services.db().close().await;
+        result
+    }
+}
+
+async fn storage_ready(services: &Services) -> anyhow::Result<()> {
+    services.storage().health_check().await.context("storage is not reachable")
+}

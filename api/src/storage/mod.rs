@@ -1,0 +1,76 @@
+//! NAR and auxiliary object storage: a narrow streaming trait with two backends, a local
+//! directory (the embedded default) and S3 (any S3-compatible engine).
+//!
+//! Objects are written through an [`Upload`]: nothing is visible under the key until
+//! `commit`, so a half-received or rejected upload never becomes an object.
+
+mod fs;
+mod s3;
+
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsStorage;
+pub use s3::{S3Settings, S3Storage};
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// An inclusive byte range `[start, end]` within an object, already clamped to its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// An object being read: the requested bytes as a stream, and the object's full size.
+pub struct Object {
+    pub stream: ByteStream,
+    /// Size of the whole object (not of the requested range).
+    pub total_size: u64,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Starts writing `key`. The object appears only when the upload is committed.
+    async fn begin_upload(&self, key: &str) -> anyhow::Result<Box<dyn Upload>>;
+
+    /// Streams an object, or a range of it. `None` if the object does not exist.
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> anyhow::Result<Option<Object>>;
+
+    /// The object's size, or `None` if it does not exist.
+    async fn size(&self, key: &str) -> anyhow::Result<Option<u64>>;
+
+    /// Deletes an object. Deleting a missing object succeeds (deletes are retried from queues).
+    async fn delete(&self, key: &str) -> anyhow::Result<()>;
+
+    /// Checks that the backend is reachable and writable enough to serve (used by /readyz).
+    async fn health_check(&self) -> anyhow::Result<()>;
+
+    /// Stores a small object in one go (listings, build logs).
+    async fn put_bytes(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        let mut upload = self.begin_upload(key).await?;
+        upload.write(bytes).await?;
+        upload.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+pub trait Upload: Send {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()>;
+    /// Makes the object visible under its key (atomically replacing any previous one);
+    /// returns the number of bytes stored.
+    async fn commit(self: Box<Self>) -> anyhow::Result<u64>;
+    /// Discards what was written. Also what happens, best effort, when an upload is dropped.
+    async fn abort(self: Box<Self>) -> anyhow::Result<()>;
+}

@@ -1,0 +1,493 @@
+//! S3 storage (AWS or any S3-compatible engine: Garage, MinIO, R2, …).
+//!
+//! Uploads keep at most one part (8 MiB) in memory: small objects go up in a single
+//! PutObject on commit, larger ones as a multipart upload whose parts are sent as they
+//! fill. S3 makes an object visible only when its PutObject or CompleteMultipartUpload
+//! succeeds, which gives the commit semantics of [`Upload`].
+
+use std::fmt;
+use std::io;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+
+use super::{ByteRange, ByteStream, Object, Storage, Upload};
+
+/// Size of each multipart part, and the threshold above which an upload goes multipart.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's limit on the number of parts of one multipart upload.
+const MAX_PARTS: i32 = 10_000;
+
+#[derive(Clone)]
+pub struct S3Settings {
+    /// Custom endpoint URL for S3-compatible engines; `None` for AWS.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Static credentials, used when both are set; otherwise the default AWS provider chain
+    /// (environment, profile, web identity, ECS, IMDS).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted engines need.
+    pub path_style: bool,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Storage {
+    pub async fn new(settings: S3Settings) -> anyhow::Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()));
+        match (&settings.access_key_id, &settings.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    id.clone(),
+                    secret.clone(),
+                    None,
+                    None,
+                    "larder-settings",
+                ));
+            }
+            (None, None) => {}
+            _ => bail!("S3 settings: set both access_key_id and secret_access_key, or neither"),
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        let sdk_config = loader.load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(settings.path_style)
+            .build();
+        Ok(Self {
+            client: Client::from_conf(s3_config),
+            bucket: settings.bucket,
+        })
+    }
+}
+
+/// Whether an SDK error is an HTTP 404 (HEAD responses carry no error code to inspect).
+fn is_http_not_found<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.raw_response()
+        .is_some_and(|response| response.status().as_u16() == 404)
+}
+
+/// Total object size from a `Content-Range: bytes a-b/total` header.
+fn total_from_content_range(value: &str) -> Option<u64> {
+    let total = value.rsplit_once('/')?.1.trim();
+    total.parse().ok()
+}
+
+/// Adapts the SDK's body into our stream type, chunk by chunk, without collecting it.
+fn into_byte_stream(body: SdkByteStream) -> ByteStream {
+    Box::pin(stream::unfold(body, |mut body| async move {
+        match body.next().await {
+            None => None,
+            Some(Ok(bytes)) => Some((Ok(bytes), body)),
+            Some(Err(e)) => Some((Err(io::Error::other(e)), body)),
+        }
+    }))
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn begin_upload(&self, key: &str) -> anyhow::Result<Box<dyn Upload>> {
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            buffer: BytesMut::new(),
+            written: 0,
+            multipart: None,
+            finished: false,
+            failed: false,
+        }))
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> anyhow::Result<Option<Object>> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(range) = range {
+            if range.start > range.end {
+                bail!(
+                    "invalid range {}-{} for object {key}",
+                    range.start,
+                    range.end
+                );
+            }
+            request = request.range(format!("bytes={}-{}", range.start, range.end));
+        }
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let missing_key = err.as_service_error().is_some_and(|e| e.is_no_such_key())
+                    || (is_http_not_found(&err) && err.code() != Some("NoSuchBucket"));
+                if missing_key {
+                    return Ok(None);
+                }
+                return Err(err).with_context(|| format!("S3 GetObject of {key}"));
+            }
+        };
+        let total_size = match (range, output.content_range()) {
+            (Some(_), Some(content_range)) => total_from_content_range(content_range)
+                .with_context(|| {
+                    format!("S3 GetObject of {key}: unparseable Content-Range {content_range:?}")
+                })?,
+            (Some(_), None) => {
+                bail!("S3 GetObject of {key}: ranged response without Content-Range")
+            }
+            (None, _) => output
+                .content_length()
+                .and_then(|len| u64::try_from(len).ok())
+                .with_context(|| format!("S3 GetObject of {key}: no Content-Length"))?,
+        };
+        Ok(Some(Object {
+            stream: into_byte_stream(output.body),
+            total_size,
+        }))
+    }
+
+    async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => {
+                let len = output
+                    .content_length()
+                    .and_then(|len| u64::try_from(len).ok())
+                    .with_context(|| format!("S3 HeadObject of {key}: no Content-Length"))?;
+                Ok(Some(len))
+            }
+            Err(err)
+                if err.as_service_error().is_some_and(|e| e.is_not_found())
+                    || is_http_not_found(&err) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err).with_context(|| format!("S3 HeadObject of {key}")),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // S3 answers 204 for missing keys; some engines answer 404 NoSuchKey.
+            Err(err) if err.code() == Some("NoSuchKey") => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("S3 DeleteObject of {key}")),
+        }
+    }
+
+    async fn health_check(&self) -> anyhow::Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .with_context(|| format!("S3 HeadBucket of bucket {}", self.bucket))?;
+        Ok(())
+    }
+}
+
+/// An open multipart upload: its id and the parts sent so far.
+struct Multipart {
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// Bytes not yet sent: less than one part between calls.
+    buffer: BytesMut,
+    written: u64,
+    multipart: Option<Multipart>,
+    /// Committed or aborted (or the abort was handed off): nothing for `Drop` to do.
+    finished: bool,
+    /// A write failed: a part may be missing, so the upload must not be committed.
+    failed: bool,
+}
+
+impl S3Upload {
+    /// Sends `part` as the next part, starting the multipart upload if needed.
+    async fn send_part(&mut self, part: Bytes) -> anyhow::Result<()> {
+        let key = &self.key;
+        if self.multipart.is_none() {
+            let created = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .with_context(|| format!("S3 CreateMultipartUpload of {key}"))?;
+            let upload_id = created
+                .upload_id()
+                .with_context(|| format!("S3 CreateMultipartUpload of {key}: no upload id"))?
+                .to_owned();
+            self.multipart = Some(Multipart {
+                upload_id,
+                parts: Vec::new(),
+            });
+        }
+        let multipart = self
+            .multipart
+            .as_mut()
+            .expect("multipart upload just started");
+        let part_number = multipart.parts.len() as i32 + 1;
+        if part_number > MAX_PARTS {
+            bail!(
+                "S3 upload of {key}: object too large (more than {MAX_PARTS} parts of {PART_SIZE} bytes)"
+            );
+        }
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&multipart.upload_id)
+            .part_number(part_number)
+            .body(SdkByteStream::from(part))
+            .send()
+            .await
+            .with_context(|| format!("S3 UploadPart {part_number} of {key}"))?;
+        // Only the ETag: the SDK already sends a per-part checksum that the server checks on
+        // UploadPart, and echoing part checksums in CompleteMultipartUpload is rejected by
+        // engines (Garage) when the upload was not created with a checksum algorithm.
+        multipart.parts.push(
+            CompletedPart::builder()
+                .part_number(part_number)
+                .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    /// Appends `chunk`, sending every part that fills up. The buffer never grows past one part.
+    async fn buffer_and_send(&mut self, mut chunk: Bytes) -> anyhow::Result<()> {
+        self.written += chunk.len() as u64;
+        while !chunk.is_empty() {
+            if self.buffer.is_empty() && chunk.len() >= PART_SIZE {
+                // A whole part straight from the caller's buffer, without copying.
+                let part = chunk.split_to(PART_SIZE);
+                self.send_part(part).await?;
+                continue;
+            }
+            let take = (PART_SIZE - self.buffer.len()).min(chunk.len());
+            let needed = self.buffer.len() + take;
+            if needed > self.buffer.capacity() {
+                // Small objects get small buffers; past 1 MiB go straight to a whole part, so
+                // capacity doubling never overshoots PART_SIZE.
+                let capacity = if needed > 1024 * 1024 {
+                    PART_SIZE
+                } else {
+                    needed.next_power_of_two()
+                };
+                let mut grown = BytesMut::with_capacity(capacity);
+                grown.extend_from_slice(&self.buffer);
+                self.buffer = grown;
+            }
+            self.buffer.extend_from_slice(&chunk.split_to(take));
+            if self.buffer.len() == PART_SIZE {
+                let part = self.buffer.split().freeze();
+                self.send_part(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<u64> {
+        let key = self.key.clone();
+        if self.multipart.is_none() {
+            let body = self.buffer.split().freeze();
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(SdkByteStream::from(body))
+                .send()
+                .await
+                .with_context(|| format!("S3 PutObject of {key}"))?;
+            self.finished = true;
+            return Ok(self.written);
+        }
+        if !self.buffer.is_empty() {
+            let last = self.buffer.split().freeze();
+            self.send_part(last).await?;
+        }
+        let multipart = self
+            .multipart
+            .as_mut()
+            .expect("multipart upload in progress");
+        let parts = std::mem::take(&mut multipart.parts);
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(&multipart.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .with_context(|| format!("S3 CompleteMultipartUpload of {key}"))?;
+        self.finished = true;
+        Ok(self.written)
+    }
+
+    async fn abort_multipart(&mut self) -> anyhow::Result<()> {
+        self.finished = true;
+        self.buffer = BytesMut::new();
+        if let Some(multipart) = self.multipart.take() {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&multipart.upload_id)
+                .send()
+                .await
+                .with_context(|| format!("S3 AbortMultipartUpload of {}", self.key))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        if self.finished {
+            bail!("S3 upload of {}: already finished", self.key);
+        }
+        if self.failed {
+            bail!("S3 upload of {}: an earlier write failed", self.key);
+        }
+        let result = self.buffer_and_send(chunk).await;
+        // A failed part leaves a hole: the upload can only be aborted now.
+        self.failed = result.is_err();
+        result
+    }
+
+    async fn commit(mut self: Box<Self>) -> anyhow::Result<u64> {
+        if self.finished {
+            bail!("S3 upload of {}: already finished", self.key);
+        }
+        if self.failed {
+            let _ = self.abort_multipart().await;
+            bail!(
+                "S3 upload of {}: not committed, an earlier write failed",
+                self.key
+            );
+        }
+        match self.finish().await {
+            Ok(written) => Ok(written),
+            Err(err) => {
+                // Don't leave a dangling multipart upload (storage is billed until aborted).
+                let _ = self.abort_multipart().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> anyhow::Result<()> {
+        self.abort_multipart().await
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(multipart) = self.multipart.take() else {
+            return; // nothing was sent to S3
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let bucket = std::mem::take(&mut self.bucket);
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            let result = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&multipart.upload_id)
+                .send()
+                .await;
+            if let Err(err) = result {
+                tracing::warn!(
+                    key,
+                    error = %aws_sdk_s3::error::DisplayErrorContext(&err),
+                    "failed to abort dropped S3 multipart upload"
+                );
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secret() {
+        let settings = S3Settings {
+            endpoint: Some("http://127.0.0.1:3900".into()),
+            bucket: "b".into(),
+            region: "garage".into(),
+            access_key_id: Some("GKid".into()),
+            secret_access_key: Some("very-secret".into()),
+            path_style: true,
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("GKid"));
+    }
+
+    #[test]
+    fn parses_content_range_total() {
+        assert_eq!(total_from_content_range("bytes 0-0/1234"), Some(1234));
+        assert_eq!(total_from_content_range("bytes 5-9/*"), None);
+    }
+}

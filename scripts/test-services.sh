@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# Provisions the real services Larder's tests talk to: the nix client, PostgreSQL and a
+# single-node Garage (S3). Idempotent; on a fresh Debian machine (as root) it installs what
+# is missing. Everything listens on 127.0.0.1 only; what this script starts it stops by PID.
+#
+# Usage:
+#   source scripts/test-services.sh             # start, export LARDER_TEST_*, stop on EXIT
+#   source scripts/test-services.sh --no-start  # only define larder_services_start/_stop
+#   scripts/test-services.sh start              # start and leave running; prints the exports
+#                                               # (eval "$(scripts/test-services.sh start)")
+#   scripts/test-services.sh stop [RUN_DIR]     # stop what `start` started (default:
+#                                               # $LARDER_SERVICES_RUN_DIR, set by the exports)
+#
+# Exported for the tests:
+#   LARDER_TEST_PG_URL                postgres://postgres@127.0.0.1:5432 (admin URL; tests
+#                                     create and drop their own databases)
+#   LARDER_TEST_S3_ENDPOINT           http://127.0.0.1:<port> (path-style addressing)
+#   LARDER_TEST_S3_REGION             garage
+#   LARDER_TEST_S3_ACCESS_KEY_ID      key allowed to create buckets (tests make their own)
+#   LARDER_TEST_S3_SECRET_ACCESS_KEY
+#
+# Environment knobs: LARDER_TEST_KEEP=1 keeps the run directory (Garage logs, data) on stop.
+
+set -euo pipefail
+
+LARDER_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LARDER_SERVICES_ROOT="$LARDER_REPO_ROOT/.test-services"
+LARDER_PG_HOST=127.0.0.1
+LARDER_PG_PORT=5432
+
+# What this shell started (stopped by larder_services_stop).
+LARDER_SERVICES_RUN_DIR="${LARDER_SERVICES_RUN_DIR:-}"
+LARDER_SERVICES_GARAGE_PID="${LARDER_SERVICES_GARAGE_PID:-}"
+LARDER_SERVICES_PG_PID="${LARDER_SERVICES_PG_PID:-}"
+
+_ts_log() { printf '[test-services] %s\n' "$*" >&2; }
+_ts_die() { _ts_log "ERROR: $*"; return 1; }
+_ts_have() { command -v "$1" >/dev/null 2>&1; }
+
+_ts_apt_updated=
+_ts_apt_install() {
+    _ts_have apt-get || _ts_die "apt-get not found; install $* by hand"
+    if [[ -z "$_ts_apt_updated" ]]; then
+        _ts_log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+        _ts_apt_updated=1
+    fi
+    _ts_log "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
+}
+
+_ts_random_hex() { # number of bytes
+    head -c "$1" /dev/urandom | od -An -tx1 -v | tr -d ' \n'
+}
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+_ts_port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Prints a free-looking port in 20000-59999 that is not in the arguments.
+_ts_free_port() {
+    local port tries=0
+    while ((tries++ < 200)); do
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        [[ " $* " == *" $port "* ]] && continue
+        _ts_port_open "$port" || { echo "$port"; return 0; }
+    done
+    _ts_die "no free port found"
+}
+
+# Prints the HTTP status code of GET http://127.0.0.1:$1$2 (empty on connection failure).
+_ts_http_status() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n' "$2" "$1" >&3
+        IFS=' ' read -r -t 5 _ status _ <&3 || exit 1
+        echo "$status"
+    ) 2>/dev/null || true
+}
+
+_ts_pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+# Sends SIG (default TERM) to PID and waits up to 20 s for it to exit, then SIGKILLs it.
+_ts_stop_pid() {
+    local pid=$1 sig=${2:-TERM} name=$3 i
+    _ts_pid_alive "$pid" || return 0
+    _ts_log "stopping $name (pid $pid)"
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 200; i++)); do
+        _ts_pid_alive "$pid" || break
+        sleep 0.1
+    done
+    if _ts_pid_alive "$pid"; then
+        _ts_log "$name (pid $pid) still running after 20 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------
+# nix
+
+_ts_ensure_nix() {
+    if _ts_have nix; then
+        return 0
+    fi
+    _ts_log "nix not found: installing Debian's nix-bin"
+    _ts_apt_install nix-bin
+    _ts_have nix || _ts_die "nix still not on PATH after installing nix-bin"
+}
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL
+
+_ts_pg_ready() {
+    _ts_have pg_isready && pg_isready -q -h "$LARDER_PG_HOST" -p "$LARDER_PG_PORT"
+}
+
+_ts_ensure_postgres() {
+    if _ts_pg_ready; then
+        _ts_log "PostgreSQL already answers on $LARDER_PG_HOST:$LARDER_PG_PORT"
+        return 0
+    fi
+    if ! _ts_have pg_ctlcluster || [[ -z "$(ls /etc/postgresql 2>/dev/null)" ]]; then
+        _ts_log "PostgreSQL not running and not installed: installing it"
+        _ts_apt_install postgresql
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n1)
+    local hba="/etc/postgresql/$version/main/pg_hba.conf" hba_changed=
+    # Trust local TCP connections for the postgres user (tests connect without a password).
+    if ! grep -Eq '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+        _ts_log "adding a trust rule for postgres@127.0.0.1 to $hba"
+        sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+        hba_changed=1
+    fi
+    if pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+        # Running (e.g. started by the package's postinst) but not answering yet.
+        if [[ -n "$hba_changed" ]]; then
+            pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+        fi
+    else
+        _ts_log "starting PostgreSQL $version (cluster main)"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    fi
+    local i
+    for ((i = 0; i < 300; i++)); do
+        _ts_pg_ready && break
+        sleep 0.1
+    done
+    _ts_pg_ready || _ts_die "PostgreSQL did not become ready on $LARDER_PG_HOST:$LARDER_PG_PORT"
+    local pidfile
+    for pidfile in "/var/run/postgresql/$version-main.pid" "/var/lib/postgresql/$version/main/postmaster.pid"; do
+        if [[ -r "$pidfile" ]]; then
+            LARDER_SERVICES_PG_PID=$(head -n1 "$pidfile")
+            break
+        fi
+    done
+    if [[ -n "$LARDER_SERVICES_PG_PID" ]]; then
+        _ts_log "PostgreSQL started (pid $LARDER_SERVICES_PG_PID); it will be stopped at the end"
+    else
+        _ts_log "warning: PostgreSQL's PID file not found; it will be left running"
+    fi
+}
+
+_ts_check_postgres_login() {
+    _ts_have psql || return 0
+    if ! psql "postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT/postgres" -w -qAt -c 'select 1' >/dev/null 2>&1; then
+        _ts_die "cannot log in as postgres on $LARDER_PG_HOST:$LARDER_PG_PORT without a password; add 'host all postgres 127.0.0.1/32 trust' to pg_hba.conf"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# Garage
+
+_ts_ensure_garage_binary() {
+    if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if _ts_have garage; then
+        return 0
+    fi
+    _ts_have cargo || _ts_die "garage is missing and cargo is not installed to build it"
+    _ts_log "garage not found: building it with 'cargo install garage --locked' (once; ~15 min on 2 cores)"
+    cargo install garage --locked >&2
+    _ts_have garage || _ts_die "garage still not on PATH after cargo install"
+}
+
+# Starts one Garage node in $LARDER_SERVICES_RUN_DIR/garage; sets the S3 variables.
+_ts_start_garage() {
+    local dir="$LARDER_SERVICES_RUN_DIR/garage"
+    local cfg="$dir/garage.toml" log="$dir/garage.log"
+    local started_at=${EPOCHREALTIME/[.,]/} attempt rpc_port s3_port admin_port
+    for attempt in 1 2 3; do
+        rm -rf "$dir"
+        mkdir -p "$dir/meta" "$dir/data"
+        rpc_port=$(_ts_free_port)
+        s3_port=$(_ts_free_port "$rpc_port")
+        admin_port=$(_ts_free_port "$rpc_port" "$s3_port")
+        cat >"$cfg" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "$(_ts_random_hex 32)"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin_port"
+admin_token = "$(_ts_random_hex 32)"
+TOML
+        _ts_log "starting Garage (S3 on 127.0.0.1:$s3_port, rpc $rpc_port, admin $admin_port) in $dir"
+        RUST_LOG="${LARDER_GARAGE_LOG:-garage=info}" garage -c "$cfg" server >"$log" 2>&1 &
+        LARDER_SERVICES_GARAGE_PID=$!
+        echo "$LARDER_SERVICES_GARAGE_PID" >"$dir/garage.pid"
+
+        # Wait for the node's RPC to answer (bounded: 30 s). `node id` alone only reads the
+        # node key from disk; `status` needs the running server.
+        local node="" i
+        for ((i = 0; i < 300; i++)); do
+            _ts_pid_alive "$LARDER_SERVICES_GARAGE_PID" || break
+            if garage -c "$cfg" status >/dev/null 2>&1; then
+                node=$(garage -c "$cfg" node id -q 2>/dev/null | cut -d@ -f1) || node=""
+                [[ -n "$node" ]] && break
+            fi
+            sleep 0.1
+        done
+        if [[ -n "$node" ]]; then
+            break
+        fi
+        _ts_log "Garage did not start (attempt $attempt); log tail:"
+        tail -n 20 "$log" >&2 || true
+        _ts_stop_pid "$LARDER_SERVICES_GARAGE_PID" TERM garage
+        LARDER_SERVICES_GARAGE_PID=
+        ((attempt < 3)) || _ts_die "Garage failed to start 3 times"
+    done
+
+    garage -c "$cfg" layout assign -z dc1 -c 1G "$node" >/dev/null
+    garage -c "$cfg" layout apply --version 1 >/dev/null
+
+    # Wait until the cluster reports healthy and the S3 API answers (bounded: 60 s).
+    local health="" s3=""
+    for ((i = 0; i < 600; i++)); do
+        _ts_pid_alive "$LARDER_SERVICES_GARAGE_PID" || break
+        health=$(_ts_http_status "$admin_port" /health)
+        s3=$(_ts_http_status "$s3_port" /)
+        [[ "$health" == 200 && -n "$s3" ]] && break
+        sleep 0.1
+    done
+    if [[ "$health" != 200 || -z "$s3" ]]; then
+        tail -n 30 "$log" >&2 || true
+        _ts_die "Garage did not become healthy (admin /health: '${health}', S3: '${s3}')"
+    fi
+
+    local key_id="GK$(_ts_random_hex 12)" secret
+    secret=$(_ts_random_hex 32)
+    garage -c "$cfg" key import --yes -n larder-tests "$key_id" "$secret" >/dev/null
+    garage -c "$cfg" key allow --create-bucket "$key_id" >/dev/null
+
+    export LARDER_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+    export LARDER_TEST_S3_REGION=garage
+    export LARDER_TEST_S3_ACCESS_KEY_ID="$key_id"
+    export LARDER_TEST_S3_SECRET_ACCESS_KEY="$secret"
+    local elapsed_ms=$(((${EPOCHREALTIME/[.,]/} - started_at) / 1000))
+    _ts_log "Garage ready in ${elapsed_ms} ms (pid $LARDER_SERVICES_GARAGE_PID, $LARDER_TEST_S3_ENDPOINT)"
+}
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+
+larder_services_start() {
+    local run=$LARDER_SERVICES_RUN_DIR
+    if [[ -n "$run" && -r "$run/env" && -r "$run/garage/garage.pid" ]] &&
+        _ts_pid_alive "$(cat "$run/garage/garage.pid")"; then
+        _ts_log "services already running from $run"
+        # shellcheck disable=SC1091
+        source "$run/env"
+        return 0
+    fi
+    LARDER_SERVICES_RUN_DIR="$LARDER_SERVICES_ROOT/run-$$-$(_ts_random_hex 3)"
+    mkdir -p "$LARDER_SERVICES_RUN_DIR"
+    export LARDER_SERVICES_RUN_DIR
+
+    _ts_ensure_nix
+    _ts_ensure_postgres
+    [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$LARDER_SERVICES_RUN_DIR/postgres.pid"
+    _ts_check_postgres_login
+    export LARDER_TEST_PG_URL="postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT"
+
+    _ts_ensure_garage_binary
+    _ts_start_garage
+
+    {
+        echo "export LARDER_SERVICES_RUN_DIR='$LARDER_SERVICES_RUN_DIR'"
+        echo "export LARDER_TEST_PG_URL='$LARDER_TEST_PG_URL'"
+        echo "export LARDER_TEST_S3_ENDPOINT='$LARDER_TEST_S3_ENDPOINT'"
+        echo "export LARDER_TEST_S3_REGION='$LARDER_TEST_S3_REGION'"
+        echo "export LARDER_TEST_S3_ACCESS_KEY_ID='$LARDER_TEST_S3_ACCESS_KEY_ID'"
+        echo "export LARDER_TEST_S3_SECRET_ACCESS_KEY='$LARDER_TEST_S3_SECRET_ACCESS_KEY'"
+    } >"$LARDER_SERVICES_RUN_DIR/env"
+}
+
+# Stops what a run started (this shell's run by default), by the PIDs it recorded.
+larder_services_stop() {
+    local dir=${1:-$LARDER_SERVICES_RUN_DIR}
+    [[ -n "$dir" && -d "$dir" ]] || return 0
+    local garage_pid="" pg_pid=""
+    [[ -r "$dir/garage/garage.pid" ]] && garage_pid=$(cat "$dir/garage/garage.pid")
+    [[ -r "$dir/postgres.pid" ]] && pg_pid=$(cat "$dir/postgres.pid")
+    # Only signal a PID that is still the process we started.
+    if [[ -n "$garage_pid" ]] && grep -q garage "/proc/$garage_pid/cmdline" 2>/dev/null; then
+        _ts_stop_pid "$garage_pid" TERM garage
+    fi
+    if [[ -n "$pg_pid" ]] && grep -q postgres "/proc/$pg_pid/cmdline" 2>/dev/null; then
+        _ts_stop_pid "$pg_pid" INT postgres # fast shutdown
+    fi
+    if [[ "${LARDER_TEST_KEEP:-}" == 1 ]]; then
+        _ts_log "keeping $dir (LARDER_TEST_KEEP=1)"
+    else
+        rm -rf "$dir"
+    fi
+    if [[ "$dir" == "$LARDER_SERVICES_RUN_DIR" ]]; then
+        LARDER_SERVICES_RUN_DIR= LARDER_SERVICES_GARAGE_PID= LARDER_SERVICES_PG_PID=
+    fi
+}
+
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    # Sourced.
+    if [[ "${1:-}" != "--no-start" ]]; then
+        trap larder_services_stop EXIT
+        larder_services_start
+    fi
+else
+    case "${1:-}" in
+    start)
+        # On a failed start, stop whatever did start; on success leave it running.
+        trap 'rc=$?; ((rc == 0)) || larder_services_stop' EXIT
+        larder_services_start
+        _ts_log "services left running; stop them with: $0 stop $LARDER_SERVICES_RUN_DIR"
+        cat "$LARDER_SERVICES_RUN_DIR/env"
+        ;;
+    stop)
+        dir=${2:-$LARDER_SERVICES_RUN_DIR}
+        if [[ -z "$dir" ]]; then
+            echo "usage: $0 stop RUN_DIR   (the directory printed by '$0 start')" >&2
+            exit 2
+        fi
+        larder_services_stop "$dir"
+        ;;
+    *)
+        echo "usage: $0 start|stop [RUN_DIR]   (or source it)" >&2
+        exit 2
+        ;;
+    esac
+fi

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs Larder's whole test suite against real services (nix, PostgreSQL, Garage S3).
+#
+#   bash scripts/test.sh                      # cargo test --workspace [--locked]
+#   bash scripts/test.sh -- --nocapture       # extra arguments go to cargo test
+#   bash scripts/test.sh -p larder-tests --test storage_backends
+#                                             # with -p/--package, only those packages
+#
+# Starts the services (scripts/test-services.sh), always stops what it started, and exits
+# with cargo's exit code.
+
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+# shellcheck source=scripts/test-services.sh
+source scripts/test-services.sh --no-start
+
+services_ready=
+on_exit() {
+    local rc=$?
+    if [[ -z "$services_ready" ]]; then
+        say "could not start the test services (exit code $rc); see the messages above"
+    fi
+    say "stopping test services"
+    larder_services_stop || true
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "starting test services (nix, PostgreSQL, Garage)"
+larder_services_start
+services_ready=1
+say "services ready:
+    LARDER_TEST_PG_URL=$LARDER_TEST_PG_URL
+    LARDER_TEST_S3_ENDPOINT=$LARDER_TEST_S3_ENDPOINT
+    LARDER_TEST_S3_REGION=$LARDER_TEST_S3_REGION
+    LARDER_TEST_S3_ACCESS_KEY_ID=$LARDER_TEST_S3_ACCESS_KEY_ID"
+
+cargo_args=(test)
+[[ -f Cargo.lock ]] && cargo_args+=(--locked)
+select_packages=
+for arg in "$@"; do
+    [[ "$arg" == -- ]] && break
+    case "$arg" in
+    -p | --package | --package=* | -p*) select_packages=1 ;;
+    esac
+done
+[[ -n "$select_packages" ]] || cargo_args+=(--workspace)
+cargo_args+=("$@")
+
+say "cargo ${cargo_args[*]}"
+set +e
+cargo "${cargo_args[@]}"
+rc=$?
+set -e
+if ((rc == 0)); then
+    say "tests passed"
+else
+    say "tests FAILED (cargo exit code $rc)"
+fi
+exit "$rc"

@@ -1,0 +1,1 @@
+//! Shared harness for Larder's end-to-end tests: real servers, real nix, real backends.
