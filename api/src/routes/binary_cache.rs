@@ -148,10 +148,12 @@ pub async fn get_nar(
         .insert_header((header::CACHE_CONTROL, immutable_cache_control(&cache)));
     let length = range.map_or(nar.size, |r| r.len());
     if req.method() == Method::HEAD {
-        return Ok(response.no_chunking(length).finish());
+        // actix sends no body for HEAD but takes Content-Length from the body's size.
+        let nothing = futures_util::stream::empty::<std::io::Result<bytes::Bytes>>();
+        return Ok(response.body(SizedStream::new(length, nothing)));
     }
     let object = services.open_nar(&nar, range).await?;
-    Ok(response.no_chunking(length).body(SizedStream::new(length, object.stream)))
+    Ok(response.body(SizedStream::new(length, object.stream)))
 }
 
 pub async fn put_nar(
@@ -191,6 +193,5 @@ pub async fn put_log(
 fn streamed(status: StatusCode, content_type: &str, length: u64, object: Object) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(content_type)
-        .no_chunking(length)
         .body(SizedStream::new(length, object.stream))
 }

@@ -1,0 +1,146 @@
+//! The real nix client (Debian nix-bin 2.8), isolated per test: its own HOME, config dir,
+//! netrc and a fresh client cache directory per call (nix caches narinfo answers on disk).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Nix {
+    root: PathBuf,
+    calls: AtomicUsize,
+}
+
+/// What one nix command printed and whether it succeeded.
+#[derive(Debug)]
+pub struct NixRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl NixRun {
+    fn from(output: Output) -> Self {
+        Self {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn expect_success(self, what: &str) -> Self {
+        assert!(self.success, "{what} failed:\n{}", self.stderr);
+        self
+    }
+}
+
+const CHAIN_NIX: &str = r#"{ tag }:
+let
+  mk = name: deps: derivation {
+    name = "${name}-${tag}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    args = [ "-c" ''
+      echo building ${name}-${tag}
+      mkdir -p $out/bin $out/share
+      echo ${tag}-${name} > $out/data
+      printf '%s\n' ${builtins.concatStringsSep " " (map toString deps)} > $out/deps
+      printf '#!/bin/sh\necho ${name}\n' > $out/bin/run && chmod +x $out/bin/run
+      ln -s ../data $out/share/link
+      : > $out/share/empty
+    '' ];
+  };
+  a = mk "a" [ ];
+  b = mk "b" [ a ];
+  c = mk "c" [ b a ];
+  d = mk "d" [ c ];
+in mk "e" [ d b ]
+"#;
+
+impl Nix {
+    pub fn new(root: &Path) -> Self {
+        let root = root.join("nix-client");
+        for dir in ["home", "conf", "cache"] {
+            std::fs::create_dir_all(root.join(dir)).expect("nix client dirs");
+        }
+        std::fs::write(root.join("netrc"), "").expect("netrc");
+        Self { root, calls: AtomicUsize::new(0) }
+    }
+
+    /// Makes nix send `token` as the netrc password for 127.0.0.1 (or nothing, for `None`).
+    pub fn use_token(&self, token: Option<&str>) {
+        let netrc = token.map(|t| format!("machine 127.0.0.1 login larder password {t}\n")).unwrap_or_default();
+        std::fs::write(self.root.join("netrc"), netrc).expect("write netrc");
+    }
+
+    /// Runs a nix command with the isolated environment; `extra_config` lines are appended
+    /// to NIX_CONFIG (e.g. `trusted-public-keys = …`).
+    pub async fn run(&self, program: &str, args: &[&str], extra_config: &str) -> NixRun {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let config = format!(
+            "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n\
+             netrc-file = {}\nnarinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0\n\
+             connect-timeout = 10\n{extra_config}\n",
+            self.root.join("netrc").display()
+        );
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .env("HOME", self.root.join("home"))
+            .env("XDG_CACHE_HOME", self.root.join("cache").join(call.to_string()))
+            .env("XDG_CONFIG_HOME", self.root.join("home/.config"))
+            .env("NIX_CONF_DIR", self.root.join("conf"))
+            .env("NIX_CONFIG", config)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {program}: {e} (is nix-bin installed? scripts/test.sh installs it)"));
+        NixRun::from(output)
+    }
+
+    /// Builds a chain of five paths with references (e → d → c → b → a, e → b), unique to
+    /// this test, in the machine's /nix/store; returns the top path.
+    pub async fn build_chain(&self) -> String {
+        let file = self.root.join("chain.nix");
+        std::fs::write(&file, CHAIN_NIX).expect("write chain.nix");
+        let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let run = self
+            .run("nix-build", &[file.to_str().unwrap(), "--argstr", "tag", &tag, "--no-out-link"], "")
+            .await
+            .expect_success("nix-build of the test chain");
+        run.stdout.trim().to_owned()
+    }
+
+    /// The closure of a store path (itself included).
+    pub async fn closure(&self, path: &str) -> Vec<String> {
+        let run = self.run("nix-store", &["-qR", path], "").await.expect_success("nix-store -qR");
+        run.stdout.lines().map(str::to_owned).collect()
+    }
+
+    /// The NAR serialisation of a local store path.
+    pub async fn dump(&self, path: &str) -> Vec<u8> {
+        let output = tokio::process::Command::new("nix-store").args(["--dump", path]).output().await.expect("nix-store --dump");
+        assert!(output.status.success(), "nix-store --dump {path} failed");
+        output.stdout
+    }
+
+    /// A fresh chroot store to substitute into.
+    pub fn fresh_store(&self, name: &str) -> PathBuf {
+        self.root.join("stores").join(name)
+    }
+}
+
+/// Asserts that a path substituted into `store_root` has exactly the original's contents.
+#[track_caller]
+pub fn assert_same_tree(original: &Path, copy: &Path) {
+    let output = std::process::Command::new("diff").arg("-r").arg("--no-dereference").arg(original).arg(copy).output().expect("diff");
+    assert!(
+        output.status.success(),
+        "{} differs from {}:\n{}",
+        copy.display(),
+        original.display(),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let mode = |p: &Path| std::fs::symlink_metadata(p.join("bin/run")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111);
+    assert_eq!(mode(original).ok(), mode(copy).ok(), "executable bits differ");
+}

@@ -1,0 +1,178 @@
+//! A real Larder server per test, on port 0, on one of the two backend pairs.
+
+use std::path::PathBuf;
+
+use larder_api::config::{Settings, StorageKind};
+use larder_api::domain::Permission;
+use larder_api::services::Services;
+use larder_api::startup::Application;
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::backends::{files_below, TestBucket, TestDatabase};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded defaults: SQLite in the data directory, NARs in a local directory.
+    SqliteFs,
+    /// The scale-out pair: Postgres and S3 (Garage).
+    PostgresS3,
+}
+
+pub struct TestServer {
+    pub backend: Backend,
+    /// `http://127.0.0.1:<port>`
+    pub base_url: String,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    services: Services,
+    handle: actix_web::dev::ServerHandle,
+    database: Option<TestDatabase>,
+    bucket: Option<TestBucket>,
+    pub http: reqwest::Client,
+}
+
+/// A cache made for a test, with its public key.
+pub struct TestCache {
+    pub name: String,
+    pub public_key: String,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `adjust` has had its say on the settings.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
+        larder_api::telemetry::init();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            ..Settings::default()
+        };
+        let (database, bucket) = match backend {
+            Backend::SqliteFs => (None, None),
+            Backend::PostgresS3 => {
+                let database = TestDatabase::create().await;
+                let bucket = TestBucket::create().await;
+                settings.database_url = Some(database.url.clone());
+                settings.storage = StorageKind::S3;
+                settings.s3_endpoint = Some(bucket.env.endpoint.clone());
+                settings.s3_bucket = Some(bucket.name.clone());
+                settings.s3_region = Some(bucket.env.region.clone());
+                settings.s3_access_key_id = Some(bucket.env.access_key_id.clone());
+                settings.s3_secret_access_key = Some(bucket.env.secret_access_key.clone());
+                settings.s3_path_style = true;
+                (Some(database), Some(bucket))
+            }
+        };
+        adjust(&mut settings);
+        let app = Application::build(settings.clone()).await.expect("server starts");
+        let base_url = format!("http://127.0.0.1:{}", app.port());
+        let services = app.services().clone();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self { backend, base_url, dir, settings, services, handle, database, bucket, http: reqwest::Client::new() }
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn cache_url(&self, cache: &str) -> String {
+        format!("{}/{cache}", self.base_url)
+    }
+
+    pub async fn create_cache(&self, name: &str, public: bool) -> TestCache {
+        let created = self.services.create_cache(name, public, None).await.expect("create cache");
+        TestCache { name: created.cache.name, public_key: created.public_key }
+    }
+
+    /// A token for `cache`; returns (id, secret).
+    pub async fn token(&self, cache: &str, permission: Permission) -> (String, String) {
+        let created = self.services.create_token(cache, permission, None, "test").await.expect("create token");
+        (created.row.id, created.secret)
+    }
+
+    /// A second connection to the server's database, to check what it holds.
+    pub async fn db(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPoolOptions::new().max_connections(1).connect(&self.settings.database_url()).await.expect("connect to the test database")
+    }
+
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let pool = self.db().await;
+        let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await.expect("count rows");
+        pool.close().await;
+        n
+    }
+
+    /// Every stored object (and temporary file or unfinished multipart upload).
+    pub async fn stored_objects(&self) -> Vec<String> {
+        match &self.bucket {
+            Some(bucket) => {
+                let mut found = bucket.keys().await;
+                found.extend(bucket.pending_multipart_uploads().await.into_iter().map(|k| format!("multipart upload of {k}")));
+                found
+            }
+            None => files_below(&self.settings.nar_dir()),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings.data_dir.clone()
+    }
+
+    /// Stops the server and removes its database and bucket.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.services.db().close().await;
+        if let Some(bucket) = &self.bucket {
+            bucket.remove().await;
+        }
+        if let Some(database) = &self.database {
+            database.remove().await;
+        }
+    }
+}
+
+/// Declares each test once per backend pair, `sqlite_fs::<name>` and `postgres_s3::<name>`.
+/// The test is an `async fn(&TestServer)`; the server, its database and its bucket are
+/// removed whatever the outcome, then a failure is re-raised.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::run_on($crate::Backend::SqliteFs, |server| Box::pin(super::$name(server))).await;
+                }
+            )*
+        }
+        mod postgres_s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::run_on($crate::Backend::PostgresS3, |server| Box::pin(super::$name(server))).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs one test body against a fresh server, cleaning up even when it panics.
+pub async fn run_on<F>(backend: Backend, test: F)
+where
+    F: for<'a> FnOnce(&'a TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>,
+{
+    use futures_util::FutureExt;
+    let server = TestServer::start(backend).await;
+    let outcome = std::panic::AssertUnwindSafe(test(&server)).catch_unwind().await;
+    server.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

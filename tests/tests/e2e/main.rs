@@ -1,0 +1,6 @@
+//! End-to-end: the real nix client against a real Larder server, on both backend pairs.
+//! One test binary, so the suite links once.
+
+mod access;
+mod bad_input;
+mod substitution;
