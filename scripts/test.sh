@@ -53,6 +53,12 @@ done
 [[ -n "$select_packages" ]] || cargo_args+=(--workspace)
 cargo_args+=("$@")
 
+# The CLI tests run the real larder-server binary; cargo test does not build it for them.
+build_args=(build -p larder-api --bins)
+[[ -f Cargo.lock ]] && build_args+=(--locked)
+say "cargo ${build_args[*]}"
+cargo "${build_args[@]}"
+
 say "cargo ${cargo_args[*]}"
 set +e
 cargo "${cargo_args[@]}"

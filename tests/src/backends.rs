@@ -76,8 +76,11 @@ impl TestBucket {
         uploads.uploads().iter().map(|u| u.key().unwrap_or("?").to_owned()).collect()
     }
 
-    /// Aborts uploads, deletes objects, then the bucket.
+    /// Aborts uploads, deletes objects, then the bucket (if a test has not already).
     pub async fn remove(&self) {
+        if self.client.head_bucket().bucket(&self.name).send().await.is_err() {
+            return;
+        }
         let uploads = self.client.list_multipart_uploads().bucket(&self.name).send().await;
         for upload in uploads.iter().flat_map(|u| u.uploads()) {
             let _ = self

@@ -12,3 +12,16 @@ pub use server::{run_on, Backend, TestCache, TestServer};
 pub fn nix32_sha256(bytes: &[u8]) -> String {
     larder_protocol::hash::Sha256Hash::digest(bytes).to_nix32()
 }
+
+/// The `larder-server` binary of this build (scripts/test.sh builds it before the tests).
+pub fn server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/larder-server
+    let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("larder-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests through `bash scripts/test.sh`, or `cargo build -p larder-api` first",
+        binary.display()
+    );
+    binary
+}

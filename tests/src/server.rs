@@ -121,6 +121,41 @@ impl TestServer {
         }
     }
 
+    /// The environment that points a `larder-server` process at this server's data.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        let s = &self.settings;
+        let mut vars = vec![("LARDER_DATA_DIR", s.data_dir.display().to_string()), ("LARDER_DATABASE_URL", s.database_url())];
+        if s.storage == StorageKind::S3 {
+            vars.extend([
+                ("LARDER_STORAGE", "s3".to_owned()),
+                ("LARDER_S3_ENDPOINT", s.s3_endpoint.clone().unwrap_or_default()),
+                ("LARDER_S3_BUCKET", s.s3_bucket.clone().unwrap_or_default()),
+                ("LARDER_S3_REGION", s.s3_region.clone().unwrap_or_default()),
+                ("LARDER_S3_ACCESS_KEY_ID", s.s3_access_key_id.clone().unwrap_or_default()),
+                ("LARDER_S3_SECRET_ACCESS_KEY", s.s3_secret_access_key.clone().unwrap_or_default()),
+                ("LARDER_S3_PATH_STYLE", s.s3_path_style.to_string()),
+            ]);
+        }
+        vars
+    }
+
+    /// Runs `larder-server <args>` against this server's data (as an operator would).
+    pub async fn larder_server(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(crate::server_binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env_vars())
+            .output()
+            .await
+            .expect("run larder-server")
+    }
+
+    /// S3 bucket of this server, if it uses S3.
+    pub fn bucket(&self) -> Option<&TestBucket> {
+        self.bucket.as_ref()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.settings.data_dir.clone()
     }

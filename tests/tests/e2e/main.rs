@@ -3,4 +3,5 @@
 
 mod access;
 mod bad_input;
+mod operator;
 mod substitution;
