@@ -2,13 +2,12 @@
 //! by `scripts/test.sh`). Every test runs once per backend (`fs::<test>` and `s3::<test>`).
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use larder_api::storage::{ByteRange, FsStorage, Object, S3Settings, S3Storage, Storage};
+use larder_tests::backends::{files_below, TestBucket};
 
 const MIB: usize = 1024 * 1024;
 
@@ -22,96 +21,28 @@ struct Backend {
 
 enum Kind {
     Fs(tempfile::TempDir),
-    S3 {
-        client: aws_sdk_s3::Client,
-        bucket: String,
-    },
-}
-
-struct S3Env {
-    endpoint: String,
-    region: String,
-    access_key_id: String,
-    secret_access_key: String,
-}
-
-fn s3_env() -> S3Env {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: the S3 storage tests need a real S3 server. \
-                 Run the tests through `bash scripts/test.sh` (it starts Garage and sets \
-                 the LARDER_TEST_S3_* variables), e.g. \
-                 `bash scripts/test.sh -p larder-tests --test storage_backends`"
-            )
-        })
-    };
-    S3Env {
-        endpoint: var("LARDER_TEST_S3_ENDPOINT"),
-        region: var("LARDER_TEST_S3_REGION"),
-        access_key_id: var("LARDER_TEST_S3_ACCESS_KEY_ID"),
-        secret_access_key: var("LARDER_TEST_S3_SECRET_ACCESS_KEY"),
-    }
+    S3(TestBucket),
 }
 
 async fn fs_backend() -> Backend {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
-    let storage = FsStorage::new(dir.path().join("store"))
-        .await
-        .expect("creating FsStorage");
-    Backend {
-        storage: Box::new(storage),
-        kind: Kind::Fs(dir),
-    }
+    let storage = FsStorage::new(dir.path().join("store")).await.expect("creating FsStorage");
+    Backend { storage: Box::new(storage), kind: Kind::Fs(dir) }
 }
 
 async fn s3_backend() -> Backend {
-    let env = s3_env();
-    // A bucket of our own per test, created through the S3 API.
-    let bucket = format!("larder-test-{}", uuid::Uuid::new_v4().simple());
-    let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(env.region.clone()))
-        .endpoint_url(&env.endpoint)
-        .credentials_provider(Credentials::new(
-            &env.access_key_id,
-            &env.secret_access_key,
-            None,
-            None,
-            "larder-tests",
-        ))
-        .load()
-        .await;
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk_config)
-            .force_path_style(true)
-            .build(),
-    );
-    client
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating bucket {bucket} at {}: {}",
-                env.endpoint,
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            )
-        });
+    let bucket = TestBucket::create().await;
     let storage = S3Storage::new(S3Settings {
-        endpoint: Some(env.endpoint),
-        bucket: bucket.clone(),
-        region: env.region,
-        access_key_id: Some(env.access_key_id),
-        secret_access_key: Some(env.secret_access_key),
+        endpoint: Some(bucket.env.endpoint.clone()),
+        bucket: bucket.name.clone(),
+        region: bucket.env.region.clone(),
+        access_key_id: Some(bucket.env.access_key_id.clone()),
+        secret_access_key: Some(bucket.env.secret_access_key.clone()),
         path_style: true,
     })
     .await
     .expect("creating S3Storage");
-    Backend {
-        storage: Box::new(storage),
-        kind: Kind::S3 { client, bucket },
-    }
+    Backend { storage: Box::new(storage), kind: Kind::S3(bucket) }
 }
 
 impl Backend {
@@ -123,88 +54,20 @@ impl Backend {
     /// multipart uploads (S3), so tests can assert that nothing was left behind.
     async fn leftovers(&self) -> Vec<String> {
         match &self.kind {
-            Kind::Fs(dir) => {
-                let mut found = Vec::new();
-                list_files(&dir.path().join("store"), "", &mut found);
-                found
-            }
-            Kind::S3 { client, bucket } => {
-                let mut found = s3_keys(client, bucket).await;
-                let uploads = client
-                    .list_multipart_uploads()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .expect("ListMultipartUploads");
-                for upload in uploads.uploads() {
-                    found.push(format!(
-                        "multipart upload of {}",
-                        upload.key().unwrap_or("?")
-                    ));
-                }
+            Kind::Fs(dir) => files_below(&dir.path().join("store")),
+            Kind::S3(bucket) => {
+                let mut found = bucket.keys().await;
+                found.extend(bucket.pending_multipart_uploads().await.into_iter().map(|k| format!("multipart upload of {k}")));
                 found
             }
         }
     }
 
     async fn cleanup(self) {
-        if let Kind::S3 { client, bucket } = &self.kind {
-            let uploads = client.list_multipart_uploads().bucket(bucket).send().await;
-            for upload in uploads.iter().flat_map(|u| u.uploads()) {
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(upload.key().unwrap_or_default())
-                    .upload_id(upload.upload_id().unwrap_or_default())
-                    .send()
-                    .await;
-            }
-            for key in s3_keys(client, bucket).await {
-                let _ = client.delete_object().bucket(bucket).key(key).send().await;
-            }
-            client
-                .delete_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "deleting bucket {bucket}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
-                    )
-                });
+        if let Kind::S3(bucket) = &self.kind {
+            bucket.remove().await;
         }
     }
-}
-
-fn list_files(dir: &Path, prefix: &str, found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).expect("listing storage directory") {
-        let entry = entry.unwrap();
-        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
-        if entry.file_type().unwrap().is_dir() {
-            list_files(&entry.path(), &format!("{name}/"), found);
-        } else {
-            found.push(name);
-        }
-    }
-}
-
-async fn s3_keys(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.expect("ListObjectsV2");
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    keys
 }
 
 /// Cleans the backend up whatever the test's outcome, then re-raises its panic, if any.
