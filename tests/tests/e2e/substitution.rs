@@ -10,6 +10,7 @@ on_both_backends!(
     push_uncompressed_with_listing_and_read_it_back,
     pushing_again_is_idempotent,
     build_logs_round_trip,
+    other_compressions_round_trip,
 );
 
 /// Pushes the closure of `top` with a write token; returns nothing, panics on failure.
@@ -130,4 +131,23 @@ async fn build_logs_round_trip(server: &TestServer) {
     let log = nix.run("nix", &["log", "--store", &server.cache_url(&cache.name), &top], "").await.expect_success("nix log");
     let name = &top["/nix/store/".len() + 33..];
     assert!(log.stdout.contains(&format!("building {name}")), "the log of {top} is not what the build printed: {log:?}");
+}
+
+/// bzip2, brotli and gzip (which nix names plain `.nar`, told apart by its first bytes).
+async fn other_compressions_round_trip(server: &TestServer) {
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    for compression in ["bzip2", "br", "gzip"] {
+        let cache = server.create_cache(&format!("c-{compression}"), true).await;
+        push(server, &nix, &cache.name, &top, &format!("compression={compression}")).await;
+        let hash = &top["/nix/store/".len()..][..32];
+        let narinfo = server.http.get(format!("{}/{hash}.narinfo", server.cache_url(&cache.name))).send().await.unwrap();
+        assert!(narinfo.text().await.unwrap().contains(&format!("Compression: {compression}\n")));
+        let store = nix.fresh_store(compression);
+        let to = format!("local?root={}", store.display());
+        nix.run("nix", &["copy", "--from", &server.cache_url(&cache.name), "--to", &to, &top], &trusting(&cache.public_key))
+            .await
+            .expect_success(&format!("pull of a {compression} push"));
+        assert_same_tree(top.as_ref(), &store.join(top.trim_start_matches('/')));
+    }
 }
