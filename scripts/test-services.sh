@@ -9,7 +9,7 @@
 #   scripts/test-services.sh start              # start and leave running; prints the exports
 #                                               # (eval "$(scripts/test-services.sh start)")
 #   scripts/test-services.sh stop [RUN_DIR]     # stop what `start` started (default:
-#                                               # $LARDER_SERVICES_RUN_DIR, set by the exports)
+#                                               # $LARDER_TEST_SERVICES_RUN_DIR, set by the exports)
 #
 # Exported for the tests:
 #   LARDER_TEST_PG_URL                postgres://postgres@127.0.0.1:5432 (admin URL; tests
@@ -29,7 +29,7 @@ LARDER_PG_HOST=127.0.0.1
 LARDER_PG_PORT=5432
 
 # What this shell started (stopped by larder_services_stop).
-LARDER_SERVICES_RUN_DIR="${LARDER_SERVICES_RUN_DIR:-}"
+LARDER_TEST_SERVICES_RUN_DIR="${LARDER_TEST_SERVICES_RUN_DIR:-}"
 LARDER_SERVICES_GARAGE_PID="${LARDER_SERVICES_GARAGE_PID:-}"
 LARDER_SERVICES_PG_PID="${LARDER_SERVICES_PG_PID:-}"
 
@@ -187,9 +187,9 @@ _ts_ensure_garage_binary() {
     _ts_have garage || _ts_die "garage still not on PATH after cargo install"
 }
 
-# Starts one Garage node in $LARDER_SERVICES_RUN_DIR/garage; sets the S3 variables.
+# Starts one Garage node in $LARDER_TEST_SERVICES_RUN_DIR/garage; sets the S3 variables.
 _ts_start_garage() {
-    local dir="$LARDER_SERVICES_RUN_DIR/garage"
+    local dir="$LARDER_TEST_SERVICES_RUN_DIR/garage"
     local cfg="$dir/garage.toml" log="$dir/garage.log"
     local started_at=${EPOCHREALTIME/[.,]/} attempt rpc_port s3_port admin_port
     for attempt in 1 2 3; do
@@ -276,7 +276,7 @@ TOML
 # Public entry points
 
 larder_services_start() {
-    local run=$LARDER_SERVICES_RUN_DIR
+    local run=$LARDER_TEST_SERVICES_RUN_DIR
     if [[ -n "$run" && -r "$run/env" && -r "$run/garage/garage.pid" ]] &&
         _ts_pid_alive "$(cat "$run/garage/garage.pid")"; then
         _ts_log "services already running from $run"
@@ -284,13 +284,13 @@ larder_services_start() {
         source "$run/env"
         return 0
     fi
-    LARDER_SERVICES_RUN_DIR="$LARDER_SERVICES_ROOT/run-$$-$(_ts_random_hex 3)"
-    mkdir -p "$LARDER_SERVICES_RUN_DIR"
-    export LARDER_SERVICES_RUN_DIR
+    LARDER_TEST_SERVICES_RUN_DIR="$LARDER_SERVICES_ROOT/run-$$-$(_ts_random_hex 3)"
+    mkdir -p "$LARDER_TEST_SERVICES_RUN_DIR"
+    export LARDER_TEST_SERVICES_RUN_DIR
 
     _ts_ensure_nix
     _ts_ensure_postgres
-    [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$LARDER_SERVICES_RUN_DIR/postgres.pid"
+    [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$LARDER_TEST_SERVICES_RUN_DIR/postgres.pid"
     _ts_check_postgres_login
     export LARDER_TEST_PG_URL="postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT"
 
@@ -298,18 +298,18 @@ larder_services_start() {
     _ts_start_garage
 
     {
-        echo "export LARDER_SERVICES_RUN_DIR='$LARDER_SERVICES_RUN_DIR'"
+        echo "export LARDER_TEST_SERVICES_RUN_DIR='$LARDER_TEST_SERVICES_RUN_DIR'"
         echo "export LARDER_TEST_PG_URL='$LARDER_TEST_PG_URL'"
         echo "export LARDER_TEST_S3_ENDPOINT='$LARDER_TEST_S3_ENDPOINT'"
         echo "export LARDER_TEST_S3_REGION='$LARDER_TEST_S3_REGION'"
         echo "export LARDER_TEST_S3_ACCESS_KEY_ID='$LARDER_TEST_S3_ACCESS_KEY_ID'"
         echo "export LARDER_TEST_S3_SECRET_ACCESS_KEY='$LARDER_TEST_S3_SECRET_ACCESS_KEY'"
-    } >"$LARDER_SERVICES_RUN_DIR/env"
+    } >"$LARDER_TEST_SERVICES_RUN_DIR/env"
 }
 
 # Stops what a run started (this shell's run by default), by the PIDs it recorded.
 larder_services_stop() {
-    local dir=${1:-$LARDER_SERVICES_RUN_DIR}
+    local dir=${1:-$LARDER_TEST_SERVICES_RUN_DIR}
     [[ -n "$dir" && -d "$dir" ]] || return 0
     local garage_pid="" pg_pid=""
     [[ -r "$dir/garage/garage.pid" ]] && garage_pid=$(cat "$dir/garage/garage.pid")
@@ -326,8 +326,8 @@ larder_services_stop() {
     else
         rm -rf "$dir"
     fi
-    if [[ "$dir" == "$LARDER_SERVICES_RUN_DIR" ]]; then
-        LARDER_SERVICES_RUN_DIR= LARDER_SERVICES_GARAGE_PID= LARDER_SERVICES_PG_PID=
+    if [[ "$dir" == "$LARDER_TEST_SERVICES_RUN_DIR" ]]; then
+        LARDER_TEST_SERVICES_RUN_DIR= LARDER_SERVICES_GARAGE_PID= LARDER_SERVICES_PG_PID=
     fi
 }
 
@@ -343,11 +343,11 @@ else
         # On a failed start, stop whatever did start; on success leave it running.
         trap 'rc=$?; ((rc == 0)) || larder_services_stop' EXIT
         larder_services_start
-        _ts_log "services left running; stop them with: $0 stop $LARDER_SERVICES_RUN_DIR"
-        cat "$LARDER_SERVICES_RUN_DIR/env"
+        _ts_log "services left running; stop them with: $0 stop $LARDER_TEST_SERVICES_RUN_DIR"
+        cat "$LARDER_TEST_SERVICES_RUN_DIR/env"
         ;;
     stop)
-        dir=${2:-$LARDER_SERVICES_RUN_DIR}
+        dir=${2:-$LARDER_TEST_SERVICES_RUN_DIR}
         if [[ -z "$dir" ]]; then
             echo "usage: $0 stop RUN_DIR   (the directory printed by '$0 start')" >&2
             exit 2

@@ -85,8 +85,7 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         let settings: Settings = figment
-            // LARDER_TEST_* configure the test suite, not the server.
-            .merge(Env::prefixed("LARDER_").filter(|key| !key.as_str().starts_with("test_")))
+            .merge(Env::prefixed("LARDER_").filter(|key| is_setting_variable(key.as_str())))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.validate()?;
@@ -134,6 +133,14 @@ impl Settings {
     pub fn nar_dir(&self) -> PathBuf {
         self.data_dir.join("objects")
     }
+}
+
+/// `LARDER_*` variables that are not settings: read by the CLI (`LARDER_CONFIG`), the log
+/// set-up (`LARDER_LOG_FORMAT`) and the test suite (`LARDER_TEST_*`). Any other is a
+/// setting, so a misspelt one is reported rather than ignored.
+fn is_setting_variable(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !(key == "config" || key == "log_format" || key.starts_with("test_"))
 }
 
 /// Reads a 32-byte secret from config, or from `file` in the data directory, creating the

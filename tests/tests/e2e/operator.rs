@@ -144,3 +144,17 @@ async fn serves_on_embedded_defaults_and_shuts_down_gracefully() {
 fn send_sigterm(pid: i32) -> i32 {
     std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().map(|s| if s.success() { 0 } else { 1 }).unwrap_or(1)
 }
+
+/// LARDER_CONFIG and LARDER_LOG_FORMAT belong to the CLI and the logs, not the settings.
+#[tokio::test]
+async fn config_file_from_the_environment_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(&config, format!("data_dir = \"{}\"\ndefault_priority = 50\n", dir.path().join("data").display())).unwrap();
+    let (ok, stderr) = run_with_env(&["migrate"], &[("LARDER_CONFIG", config.to_str().unwrap()), ("LARDER_LOG_FORMAT", "json")]).await;
+    assert!(ok, "{stderr}");
+    let first = stderr.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {first}"));
+    assert!(line["fields"]["message"].is_string(), "{line}");
+    assert!(dir.path().join("data/larder.db").exists(), "the file's data_dir was not used");
+}
