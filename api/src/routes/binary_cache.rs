@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::{self, Credentials};
 use super::errors::NixError;
+use super::not_found;
 use crate::db::CacheRow;
 use crate::domain::Permission;
 use crate::services::{Principal, ServiceError, Services};
@@ -27,10 +28,6 @@ async fn access(
     let principal = services.authenticate(credentials.token()).await?;
     let cache = services.authorize(cache, principal.as_ref(), needed).await?;
     Ok((cache, principal))
-}
-
-fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body("not found\n")
 }
 
 /// NAR URLs name content, so they may be cached for good; private ones only privately.

@@ -6,7 +6,7 @@ mod body;
 mod errors;
 mod health;
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
 
 /// Every route the server answers, in one place.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -38,5 +38,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(bc::get_file))
                 .route(web::head().to(bc::get_file))
                 .route(web::put().to(bc::put_file)),
-        );
+        )
+        .default_service(web::to(|| async { not_found() }));
+}
+
+/// A short text 404, like every other refusal (nix prints short bodies to the user).
+fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().content_type("text/plain; charset=utf-8").body("not found\n")
 }

@@ -48,65 +48,27 @@ impl Services {
         }
         let (expected_hash, extension) = compression::parse_nar_file_name(file_name)
             .map_err(|e| ServiceError::BadRequest(format!("bad NAR file name '{file_name}': {e}")))?;
-        let mut verifier = NarVerifier::for_extension(extension)?;
 
         // Bytes already stored (pushed to any cache) need not be stored again, but this
         // cache must still prove it has them, so they are hashed and parsed all the same.
         let already_stored = self.db().nar_by_file_hash(&expected_hash.to_nix32()).await?;
         // Begun at the first chunk, once the bytes have told the compression (and so the key).
         let mut upload: Option<Box<dyn Upload>> = None;
-        let mut file_hasher = Sha256Hasher::default();
-        let mut received: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ServiceError::BadRequest(format!("upload interrupted: {e}")))?;
-            received += chunk.len() as u64;
-            if received > limit {
-                return Err(ServiceError::PayloadTooLarge { limit });
-            }
-            if content_length.is_some_and(|len| received > len) {
-                return Err(ServiceError::BadRequest("body longer than Content-Length".into()));
-            }
-            file_hasher.update(&chunk);
-            verifier.write(&chunk).await?;
-            if upload.is_none() && already_stored.is_none() {
-                let key = nar_storage_key(&expected_hash, verifier.compression());
-                upload = Some(self.storage().begin_upload(&key).await?);
-            }
-            if let Some(upload) = upload.as_mut() {
-                upload.write(chunk).await?;
-            }
-        }
-        let abort = |upload: Option<Box<dyn Upload>>| async move {
-            if let Some(upload) = upload {
-                if let Err(error) = upload.abort().await {
-                    tracing::warn!(%error, "could not discard a rejected upload");
-                }
-            }
-        };
-        if content_length.is_some_and(|len| received != len) {
-            abort(upload).await;
-            return Err(ServiceError::BadRequest(format!(
-                "body shorter than Content-Length ({received} of {} bytes): nothing stored",
-                content_length.unwrap_or(0)
-            )));
-        }
-        let file_hash = file_hasher.finish();
-        if file_hash != expected_hash {
-            abort(upload).await;
-            return Err(ServiceError::BadRequest(format!(
-                "NAR bytes hash to {} but the URL says {}: nothing stored",
-                file_hash.to_nix32(),
-                expected_hash.to_nix32()
-            )));
-        }
-        let compression = verifier.compression();
-        let summary = match verifier.finish().await {
-            Ok(summary) => summary,
+        let store = already_stored.is_none();
+        let verified = self.stream_and_verify(&mut body, content_length, expected_hash, extension, store, &mut upload).await;
+        let (received, compression, summary) = match verified {
+            Ok(verified) => verified,
             Err(error) => {
-                abort(upload).await;
+                // Explicitly, not only on drop: a rejected upload must leave nothing behind.
+                if let Some(upload) = upload {
+                    if let Err(error) = upload.abort().await {
+                        tracing::warn!(%error, "could not discard a rejected upload");
+                    }
+                }
                 return Err(error);
             }
         };
+        let file_hash = expected_hash;
 
         let nar = match already_stored {
             Some(nar) => nar,
@@ -149,6 +111,61 @@ impl Services {
             .await?;
         tracing::info!(cache = %cache.name, file_hash = %nar.file_hash, size = nar.file_size, "received NAR");
         Ok(())
+    }
+
+    /// Streams the body into `upload` (begun once the compression is known, if `store`)
+    /// while hashing and parsing it; returns (bytes received, compression, NAR summary)
+    /// only if the body is complete, matches `expected_hash` and is a valid NAR.
+    async fn stream_and_verify<S>(
+        &self,
+        body: &mut S,
+        content_length: Option<u64>,
+        expected_hash: Sha256Hash,
+        extension: &str,
+        store: bool,
+        upload: &mut Option<Box<dyn Upload>>,
+    ) -> ServiceResult<(u64, Compression, NarSummary)>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Unpin,
+    {
+        let limit = self.limits().max_nar_size;
+        let mut verifier = NarVerifier::for_extension(extension)?;
+        let mut file_hasher = Sha256Hasher::default();
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| ServiceError::BadRequest("upload interrupted before its end: nothing stored".into()))?;
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(ServiceError::PayloadTooLarge { limit });
+            }
+            if content_length.is_some_and(|len| received > len) {
+                return Err(ServiceError::BadRequest("body longer than Content-Length".into()));
+            }
+            file_hasher.update(&chunk);
+            verifier.write(&chunk).await?;
+            if upload.is_none() && store {
+                let key = nar_storage_key(&expected_hash, verifier.compression());
+                *upload = Some(self.storage().begin_upload(&key).await?);
+            }
+            if let Some(upload) = upload.as_mut() {
+                upload.write(chunk).await?;
+            }
+        }
+        if let Some(expected) = content_length.filter(|len| received != *len) {
+            return Err(ServiceError::BadRequest(format!(
+                "body shorter than Content-Length ({received} of {expected} bytes): nothing stored"
+            )));
+        }
+        let file_hash = file_hasher.finish();
+        if file_hash != expected_hash {
+            return Err(ServiceError::BadRequest(format!(
+                "NAR bytes hash to {} but the URL says {}: nothing stored",
+                file_hash.to_nix32(),
+                expected_hash.to_nix32()
+            )));
+        }
+        let compression = verifier.compression();
+        Ok((received, compression, verifier.finish().await?))
     }
 
     /// Commits `<hash>.narinfo`: the path is published only if its NAR was uploaded to this
