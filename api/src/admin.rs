@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<(
     let services = build_services(settings).await?;
     match command {
         AdminCommand::CreateCache { name, private, priority } => {
-            let created = services.create_cache(&name, !private, priority).await?;
+            let created = services.create_cache(&name, None, !private, priority).await?;
             println!("created cache {} ({})", created.cache.name, if private { "private" } else { "public" });
             println!("public key: {}", created.public_key);
         }

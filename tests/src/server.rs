@@ -86,7 +86,7 @@ impl TestServer {
     }
 
     pub async fn create_cache(&self, name: &str, public: bool) -> TestCache {
-        let created = self.services.create_cache(name, public, None).await.expect("create cache");
+        let created = self.services.create_cache(name, None, public, None).await.expect("create cache");
         TestCache { name: created.cache.name, public_key: created.public_key }
     }
 

@@ -2,6 +2,8 @@
 //! act on and their permission. The database holds only the id and metadata, so a token
 //! can be revoked or expire; the secret string is shown once and never stored.
 
+pub mod password;
+
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -9,8 +11,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub jti: String,
-    /// The cache this token acts on, by id (names may be reused after deletion).
-    pub cache: i64,
+    /// The cache a cache token acts on, by id (names may be reused after deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<i64>,
+    /// The account a personal token or a session acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<i64>,
     pub perm: String,
     pub iat: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +77,7 @@ mod tests {
     use super::*;
 
     fn claims(exp: Option<i64>) -> Claims {
-        Claims { jti: "id".into(), cache: 1, perm: "read".into(), iat: 0, exp }
+        Claims { jti: "id".into(), cache: Some(1), account: None, perm: "read".into(), iat: 0, exp }
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct CacheRow {
     pub priority: i64,
     pub signing_mode: String,
     pub created_at: i64,
+    pub owner_id: Option<i64>,
+    pub description: String,
 }
 
 impl CacheRow {
@@ -35,6 +37,8 @@ pub struct SigningKeyRow {
 /// A cache to create together with its first server-held signing key.
 pub struct NewCache<'a> {
     pub name: &'a str,
+    pub owner_id: Option<i64>,
+    pub description: &'a str,
     pub is_public: bool,
     pub priority: i64,
     pub key_name: &'a str,
@@ -43,7 +47,7 @@ pub struct NewCache<'a> {
     pub master_key_id: &'a str,
 }
 
-const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at";
+const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at, owner_id, description";
 
 impl Database {
     /// Creates the cache and its key in one transaction; `None` if the name is taken.
@@ -51,13 +55,15 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         let created_at = now();
         let row: Option<CacheRow> = sqlx::query_as(&format!(
-            "INSERT INTO caches (name, is_public, priority, signing_mode, created_at) VALUES ($1, $2, $3, 'server', $4) \
-             ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
+            "INSERT INTO caches (name, is_public, priority, signing_mode, created_at, owner_id, description) \
+             VALUES ($1, $2, $3, 'server', $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
         ))
         .bind(new.name)
         .bind(i64::from(new.is_public))
         .bind(new.priority)
         .bind(created_at)
+        .bind(new.owner_id)
+        .bind(new.description)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cache) = row else {
@@ -97,6 +103,31 @@ impl Database {
         Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY name"))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    pub async fn caches_of(&self, owner_id: i64) -> anyhow::Result<Vec<CacheRow>> {
+        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE owner_id = $1 ORDER BY name"))
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn update_cache(&self, id: i64, is_public: bool, priority: i64, description: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE caches SET is_public = $2, priority = $3, description = $4 WHERE id = $1")
+            .bind(id)
+            .bind(i64::from(is_public))
+            .bind(priority)
+            .bind(description)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a cache with its paths, keys and tokens (cascade). Its NAR objects stay
+    /// until garbage collection, since other caches may share them.
+    pub async fn delete_cache(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM caches WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The cache's active keys, oldest first.

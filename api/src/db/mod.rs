@@ -3,6 +3,7 @@
 //! statements that are atomic on their own, so that no transaction upgrades a SQLite read
 //! lock into a write lock (which SQLite answers with "database is locked").
 
+mod accounts;
 mod caches;
 mod nars;
 mod tokens;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
+pub use accounts::{AccountConflict, AccountRow};
 pub use caches::{CacheRow, NewCache, SigningKeyRow};
 pub use nars::{NarRow, NewNar, NewPath, PathRow};
 pub use tokens::TokenRow;

@@ -13,6 +13,7 @@ fn status(error: &ServiceError) -> StatusCode {
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -4,12 +4,31 @@ use super::{ServiceError, ServiceResult, Services, NO_ACCESS};
 use crate::db::{CacheRow, TokenRow};
 use crate::domain::{CacheName, Permission};
 
-/// A verified, unrevoked, unexpired token.
+/// A verified, unrevoked, unexpired token: a cache token, or one acting for an account
+/// (a personal token or a login session), maybe limited to some of its caches.
 #[derive(Clone, Debug)]
 pub struct Principal {
     pub token_id: String,
-    pub cache_id: i64,
+    pub cache_id: Option<i64>,
+    pub account_id: Option<i64>,
     pub permission: Permission,
+    /// For account tokens: the only caches it may act on; empty means all the account's.
+    pub limited_to: Vec<i64>,
+}
+
+impl Principal {
+    /// What this token may do on `cache`, if anything.
+    pub fn permission_on(&self, cache: &CacheRow) -> Option<Permission> {
+        let own_cache = self.cache_id == Some(cache.id);
+        let owners_token = self.account_id.is_some() && cache.owner_id == self.account_id;
+        let within_limits = self.limited_to.is_empty() || self.limited_to.contains(&cache.id);
+        (own_cache || (owners_token && within_limits)).then_some(self.permission)
+    }
+
+    /// The account this token acts for (personal tokens and sessions).
+    pub fn account(&self) -> ServiceResult<i64> {
+        self.account_id.ok_or(ServiceError::Forbidden { action: "manage an account (use a personal token or log in)", has: self.permission })
+    }
 }
 
 impl Services {
@@ -25,14 +44,15 @@ impl Services {
         let row: TokenRow = self.db().token(&claims.jti).await?.ok_or(ServiceError::Unauthorized(REFUSED))?;
         let now = crate::db::now();
         let expired = row.expires_at.is_some_and(|t| t <= now);
-        if row.revoked_at.is_some() || expired || row.cache_id != Some(claims.cache) {
+        if row.revoked_at.is_some() || expired || row.cache_id != claims.cache || row.account_id != claims.account {
             return Err(ServiceError::Unauthorized(REFUSED));
         }
         let permission = row.permission.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         if let Err(error) = self.db().record_token_use(&row).await {
             tracing::warn!(%error, "could not record token use");
         }
-        Ok(Some(Principal { token_id: row.id, cache_id: claims.cache, permission }))
+        let limited_to = if row.kind == "personal" { self.db().token_cache_limits(&row.id).await? } else { Vec::new() };
+        Ok(Some(Principal { token_id: row.id, cache_id: row.cache_id, account_id: row.account_id, permission, limited_to }))
     }
 
     /// Finds the cache and checks that `principal` may act on it with `needed`.
@@ -44,10 +64,10 @@ impl Services {
         let Some(cache) = self.db().cache_by_name(name.as_str()).await? else {
             return Err(ServiceError::Unauthorized(NO_ACCESS));
         };
-        let own = principal.filter(|p| p.cache_id == cache.id);
-        match (own, needed) {
-            (Some(p), needed) if p.permission.allows(needed) => Ok(cache),
-            (Some(p), _) => Err(ServiceError::Forbidden { action: action(needed), has: p.permission }),
+        let granted = principal.and_then(|p| p.permission_on(&cache));
+        match (granted, needed) {
+            (Some(has), needed) if has.allows(needed) => Ok(cache),
+            (Some(has), _) => Err(ServiceError::Forbidden { action: action(needed), has }),
             (None, Permission::Read) if cache.is_public() => Ok(cache),
             (None, _) => Err(ServiceError::Unauthorized(NO_ACCESS)),
         }

@@ -2,9 +2,9 @@
 
 use larder_protocol::signing::{PublicKey, SecretKey};
 
-use super::{ServiceError, ServiceResult, Services};
+use super::{Principal, ServiceError, ServiceResult, Services};
 use crate::db::{CacheRow, NewCache};
-use crate::domain::CacheName;
+use crate::domain::{CacheName, Permission};
 
 pub struct CreatedCache {
     pub cache: CacheRow,
@@ -22,12 +22,12 @@ pub struct CacheInfo {
 }
 
 impl Services {
-    pub async fn create_cache(&self, name: &str, public: bool, priority: Option<i64>) -> ServiceResult<CreatedCache> {
+    /// Creates a cache with its first server-held key; `owner` is `None` for caches the
+    /// operator makes with the admin command.
+    pub async fn create_cache(&self, name: &str, owner: Option<i64>, public: bool, priority: Option<i64>) -> ServiceResult<CreatedCache> {
         let name = CacheName::parse(name).map_err(ServiceError::BadRequest)?;
         let priority = priority.unwrap_or(self.limits().default_priority);
-        if !(0..=10_000).contains(&priority) {
-            return Err(ServiceError::BadRequest("priority must be between 0 and 10000".into()));
-        }
+        check_priority(priority)?;
         let key = SecretKey::generate(&format!("{name}-1")).map_err(anyhow::Error::from)?;
         let public_key = key.public_key().to_nix_string();
         let sealed = self.inner.master_key.seal(&key)?;
@@ -35,6 +35,8 @@ impl Services {
             .db()
             .create_cache(NewCache {
                 name: name.as_str(),
+                owner_id: owner,
+                description: "",
                 is_public: public,
                 priority,
                 key_name: key.name(),
@@ -68,5 +70,91 @@ impl Services {
             keys.push(key);
         }
         Ok(keys)
+    }
+}
+
+/// Changes to a cache's settings; absent fields stay as they are.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheChanges {
+    pub public: Option<bool>,
+    pub priority: Option<i64>,
+    pub description: Option<String>,
+}
+
+const MAX_CACHE_DESCRIPTION: usize = 500;
+
+impl Services {
+    /// Creates a cache owned by the caller's account.
+    pub async fn create_owned_cache(
+        &self,
+        principal: &Principal,
+        name: &str,
+        public: bool,
+        priority: Option<i64>,
+        description: &str,
+    ) -> ServiceResult<CacheRow> {
+        require_account_admin(principal)?;
+        let account_id = principal.account()?;
+        check_description(description)?;
+        let created = self.create_cache(name, Some(account_id), public, priority).await?;
+        if !description.is_empty() {
+            let cache = &created.cache;
+            self.db().update_cache(cache.id, cache.is_public(), cache.priority, description).await?;
+        }
+        Ok(self.db().cache_by_id(created.cache.id).await?.ok_or_else(|| anyhow::anyhow!("cache vanished after creation"))?)
+    }
+
+    /// The caches of the caller's account (a limited personal token sees only its caches).
+    pub async fn my_caches(&self, principal: &Principal) -> ServiceResult<Vec<CacheRow>> {
+        let account_id = principal.account()?;
+        let caches = self.db().caches_of(account_id).await?;
+        Ok(caches.into_iter().filter(|c| principal.permission_on(c).is_some()).collect())
+    }
+
+    pub async fn update_cache(&self, principal: &Principal, name: &str, changes: CacheChanges) -> ServiceResult<CacheRow> {
+        let cache = self.authorize(name, Some(principal), Permission::Admin).await?;
+        let priority = changes.priority.unwrap_or(cache.priority);
+        check_priority(priority)?;
+        let description = changes.description.unwrap_or_else(|| cache.description.clone());
+        check_description(&description)?;
+        self.db().update_cache(cache.id, changes.public.unwrap_or(cache.is_public()), priority, &description).await?;
+        self.db().cache_by_id(cache.id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
+    }
+
+    /// Deletes a cache: its paths, keys and tokens at once; `confirm` must repeat its name.
+    pub async fn delete_cache(&self, principal: &Principal, name: &str, confirm: &str) -> ServiceResult<()> {
+        let cache = self.authorize(name, Some(principal), Permission::Admin).await?;
+        if confirm != cache.name {
+            return Err(ServiceError::BadRequest("to delete a cache, confirm with its name".into()));
+        }
+        self.db().delete_cache(cache.id).await?;
+        tracing::info!(cache = %cache.name, "deleted cache");
+        Ok(())
+    }
+}
+
+fn check_priority(priority: i64) -> ServiceResult<()> {
+    if (0..=10_000).contains(&priority) {
+        Ok(())
+    } else {
+        Err(ServiceError::BadRequest("priority must be between 0 and 10000".into()))
+    }
+}
+
+fn check_description(description: &str) -> ServiceResult<()> {
+    if description.len() > MAX_CACHE_DESCRIPTION || description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ServiceError::BadRequest(format!("description must be at most {MAX_CACHE_DESCRIPTION} bytes of text")));
+    }
+    Ok(())
+}
+
+/// Creating caches and tokens is for sessions and admin personal tokens.
+pub(super) fn require_account_admin(principal: &Principal) -> ServiceResult<()> {
+    principal.account()?;
+    if principal.permission.allows(Permission::Admin) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden { action: "manage caches and tokens", has: principal.permission })
     }
 }

@@ -16,6 +16,8 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooManyRequests(&'static str),
     #[error("body too large: the limit is {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error(transparent)]
@@ -32,6 +34,7 @@ impl ServiceError {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::PayloadTooLarge { .. } => "payload_too_large",
+            ServiceError::TooManyRequests(_) => "too_many_requests",
             ServiceError::Internal(_) => "internal",
         }
     }

@@ -2,6 +2,7 @@
 //! `ServiceError`s into responses.
 
 mod access;
+mod accounts;
 mod caches;
 mod error;
 mod substitute;
@@ -16,10 +17,11 @@ use crate::signing::MasterKey;
 use crate::storage::Storage;
 
 pub use access::Principal;
-pub use caches::{CacheInfo, CreatedCache};
+pub use accounts::{AccountView, LoginLimiter};
+pub use caches::{CacheChanges, CacheInfo, CreatedCache};
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
 pub use substitute::NarDownload;
-pub use tokens::CreatedToken;
+pub use tokens::{CreatedToken, TokenRequest, TokenScope, SESSION_LIFETIME};
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -40,11 +42,12 @@ struct Inner {
     master_key: MasterKey,
     token_keys: TokenKeys,
     limits: Limits,
+    login_limiter: LoginLimiter,
 }
 
 impl Services {
     pub fn new(db: Database, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> Self {
-        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits }) }
+        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default() }) }
     }
 
     pub fn db(&self) -> &Database {

@@ -2,6 +2,7 @@
 //! One test binary, so the suite links once.
 
 mod access;
+mod accounts;
 mod bad_input;
 mod operator;
 mod substitution;

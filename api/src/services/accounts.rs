@@ -1,0 +1,142 @@
+//! Accounts: sign up, log in and out, change password, delete.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::caches::require_account_admin;
+use super::tokens::{TokenScope, SESSION_LIFETIME};
+use super::{CreatedToken, Principal, ServiceError, ServiceResult, Services};
+use crate::auth::password;
+use crate::db::{AccountConflict, AccountRow};
+use crate::domain::{Email, NewPassword, Permission, Username, MAX_PASSWORD_BYTES};
+
+/// Login attempts allowed per minute, per account and per client address.
+const LOGINS_PER_MINUTE_PER_ACCOUNT: u32 = 10;
+const LOGINS_PER_MINUTE_PER_IP: u32 = 30;
+
+/// Throttles password guessing. Per server node: with N nodes an attacker gets N times the
+/// budget, which still makes online guessing of a 10+ character password hopeless.
+pub struct LoginLimiter {
+    per_account: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).expect("non-zero quota"));
+        Self {
+            per_account: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_ACCOUNT)),
+            per_ip: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_IP)),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Keeps the per-key state from growing without bound under a spray of usernames.
+    fn forget_idle(&self) {
+        if self.per_account.len() > 10_000 || self.per_ip.len() > 10_000 {
+            self.per_account.retain_recent();
+            self.per_ip.retain_recent();
+        }
+    }
+}
+
+const BAD_LOGIN: &str = "wrong username or password";
+
+#[derive(Debug, serde::Serialize)]
+pub struct AccountView {
+    pub username: String,
+    pub email: String,
+    pub created_at: i64,
+}
+
+impl From<AccountRow> for AccountView {
+    fn from(row: AccountRow) -> Self {
+        let AccountRow { username, email, created_at, .. } = row;
+        Self { username, email, created_at }
+    }
+}
+
+impl Services {
+    pub async fn sign_up(&self, username: &str, email: &str, password: &str) -> ServiceResult<AccountView> {
+        let username = Username::parse(username).map_err(ServiceError::BadRequest)?;
+        let email = Email::parse(email).map_err(ServiceError::BadRequest)?;
+        let password = NewPassword::parse(password, username.as_str()).map_err(ServiceError::BadRequest)?;
+        let hash = password::hash(password.expose().to_owned()).await?;
+        match self.db().create_account(username.as_str(), email.as_str(), &hash).await? {
+            Ok(row) => {
+                tracing::info!(account = %row.username, "signed up");
+                Ok(row.into())
+            }
+            Err(AccountConflict::Username) => Err(ServiceError::Conflict(format!("the username '{username}' is taken"))),
+            Err(AccountConflict::Email) => Err(ServiceError::Conflict("an account with this email exists".into())),
+        }
+    }
+
+    /// Checks a username and password and opens a session (a token acting for the
+    /// account). An unknown user and a wrong password answer alike, in similar time.
+    pub async fn log_in(&self, username: &str, password: &str, client: Option<IpAddr>) -> ServiceResult<CreatedToken> {
+        let limiter = &self.inner.login_limiter;
+        limiter.forget_idle();
+        let throttled = client.is_some_and(|ip| limiter.per_ip.check_key(&ip).is_err())
+            || limiter.per_account.check_key(&username.to_owned()).is_err();
+        if throttled {
+            return Err(ServiceError::TooManyRequests("too many login attempts: wait a minute and try again"));
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(ServiceError::Unauthorized(BAD_LOGIN));
+        }
+        let account = self.db().account_by_username(username).await?;
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
+        let matches = password::verify(password.to_owned(), stored).await?;
+        let Some(account) = account.filter(|_| matches) else {
+            return Err(ServiceError::Unauthorized(BAD_LOGIN));
+        };
+        self.issue_token(TokenScope::Session { account_id: account.id }, Permission::Admin, Some(SESSION_LIFETIME), "login")
+            .await
+    }
+
+    /// Ends the session the request was made with.
+    pub async fn log_out(&self, principal: &Principal) -> ServiceResult<()> {
+        principal.account()?;
+        self.revoke_token(&principal.token_id).await
+    }
+
+    pub async fn account(&self, principal: &Principal) -> ServiceResult<AccountView> {
+        let row = self.account_row(principal).await?;
+        Ok(row.into())
+    }
+
+    async fn account_row(&self, principal: &Principal) -> ServiceResult<AccountRow> {
+        let id = principal.account()?;
+        self.db().account_by_id(id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
+    }
+
+    /// Needs the current password too, so a stolen session cannot lock the owner out.
+    pub async fn change_password(&self, principal: &Principal, current: &str, new: &str) -> ServiceResult<()> {
+        require_account_admin(principal)?;
+        let account = self.account_row(principal).await?;
+        let new = NewPassword::parse(new, &account.username).map_err(ServiceError::BadRequest)?;
+        if !password::verify(current.to_owned(), Some(account.password_hash.clone())).await? {
+            return Err(ServiceError::BadRequest("the current password is wrong".into()));
+        }
+        let hash = password::hash(new.expose().to_owned()).await?;
+        self.db().set_password_hash(account.id, &hash).await?;
+        Ok(())
+    }
+
+    /// Deletes the account with its caches and tokens. `confirm` must repeat the username.
+    pub async fn delete_account(&self, principal: &Principal, confirm: &str) -> ServiceResult<()> {
+        require_account_admin(principal)?;
+        let account = self.account_row(principal).await?;
+        if confirm != account.username {
+            return Err(ServiceError::BadRequest("to delete the account, confirm with its username".into()));
+        }
+        self.db().delete_account(account.id).await?;
+        tracing::info!(account = %account.username, "deleted account");
+        Ok(())
+    }
+}
+

@@ -1,0 +1,262 @@
+//! Accounts and the REST API: sign up, log in, own caches, mint and revoke tokens, and
+//! substitute from a private cache with nothing but a read token in netrc.
+
+use larder_tests::{assert_same_tree, on_both_backends, Nix, TestServer};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    sign_up_push_and_substitute_privately_through_the_api,
+    accounts_cannot_see_or_touch_each_others_caches,
+    bad_account_input_is_refused_with_stable_codes,
+    password_change_logout_and_account_deletion,
+);
+
+/// The password of every account the tests sign up.
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A small JSON client for /api/v1.
+struct Api<'a> {
+    server: &'a TestServer,
+    token: Option<String>,
+}
+
+impl<'a> Api<'a> {
+    fn anonymous(server: &'a TestServer) -> Self {
+        Self { server, token: None }
+    }
+
+    fn with(&self, token: &str) -> Api<'a> {
+        Api { server: self.server, token: Some(token.to_owned()) }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.server.http.request(method, format!("{}/api/v1{path}", self.server.base_url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")) };
+        if !status.is_success() {
+            assert!(value["error"].is_string() && value["message"].is_string(), "{path}: error without code and message: {value}");
+        }
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, body).await
+    }
+
+    /// Signs up and logs in; returns a client acting with the session token.
+    async fn account(&self, username: &str) -> Api<'a> {
+        let password = PASSPHRASE;
+        let (status, body) = self.post("/accounts", json!({"username": username, "email": format!("{username}@example.com"), "password": password})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(body.get("password_hash").is_none());
+        let (status, body) = self.post("/sessions", json!({"username": username, "password": password})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.with(body["token"].as_str().unwrap())
+    }
+
+    async fn token(&self, body: Value) -> (String, String) {
+        let (status, created) = self.post("/tokens", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        (created["id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned())
+    }
+}
+
+async fn sign_up_push_and_substitute_privately_through_the_api(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    let (status, cache) = alice.post("/caches", json!({"name": "alice-private", "public": false})).await;
+    assert_eq!(status, StatusCode::CREATED, "{cache}");
+    assert_eq!(cache["public"], false);
+    let (_, info) = alice.get("/caches/alice-private").await;
+    let public_key = info["public_keys"][0].as_str().unwrap().to_owned();
+    assert_eq!(info["substituter"], format!("{}/alice-private", server.base_url));
+
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "write", "description": "CI"})).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &server.cache_url("alice-private"), &top], "").await.expect_success("push with an API-made write token");
+
+    let (read_id, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read", "expires_in": 86400})).await;
+    nix.use_token(Some(&read));
+    let config = format!("require-sigs = true\ntrusted-public-keys = {public_key}");
+    let store = nix.fresh_store("teammate");
+    let to = format!("local?root={}", store.display());
+    nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config)
+        .await
+        .expect_success("substitute with only a read token in netrc");
+    assert_same_tree(top.as_ref(), &store.join(top.trim_start_matches('/')));
+
+    let (_, tokens) = alice.get("/tokens").await;
+    let listed = tokens.as_array().unwrap().iter().find(|t| t["id"] == read_id.as_str()).expect("the read token is listed");
+    assert_eq!(listed["cache"], "alice-private");
+    assert!(listed.get("token").is_none(), "a listed token never shows its secret");
+
+    let (status, _) = alice.delete(&format!("/tokens/{read_id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let to = format!("local?root={}", nix.fresh_store("after-revoke").display());
+    let refused = nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config).await;
+    assert!(!refused.success, "a revoked read token still substitutes");
+
+    // A personal token acts on all of the account's caches.
+    let (_, personal) = alice.token(json!({"kind": "personal", "permission": "read"})).await;
+    nix.use_token(Some(&personal));
+    let to = format!("local?root={}", nix.fresh_store("personal").display());
+    nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config)
+        .await
+        .expect_success("substitute with a personal read token");
+}
+
+async fn accounts_cannot_see_or_touch_each_others_caches(server: &TestServer) {
+    let anonymous = Api::anonymous(server);
+    let alice = anonymous.account("alice").await;
+    let mallory = anonymous.account("mallory").await;
+    alice.post("/caches", json!({"name": "alice-secret", "public": false})).await;
+    alice.post("/caches", json!({"name": "alice-open", "public": true})).await;
+    mallory.post("/caches", json!({"name": "mallory-own", "public": false})).await;
+
+    let (_, mine) = mallory.get("/caches").await;
+    let names: Vec<&str> = mine.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mallory-own"], "listing shows only one's own caches");
+
+    // Alice's private cache and a cache that does not exist answer Mallory identically.
+    for path in ["/caches/alice-secret", "/caches/no-such-cache"] {
+        let (status, body) = mallory.get(path).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{path}");
+    }
+    let (hidden, unknown) = (mallory.get("/caches/alice-secret").await.1, mallory.get("/caches/no-such-cache").await.1);
+    assert_eq!(hidden, unknown);
+    // Reading a public cache is fine, changing it is not.
+    assert_eq!(mallory.get("/caches/alice-open").await.0, StatusCode::OK);
+    for cache in ["alice-open", "alice-secret"] {
+        let (status, _) = mallory.call(reqwest::Method::PATCH, &format!("/caches/{cache}"), Some(json!({"public": true}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "PATCH {cache}");
+        let (status, _) = mallory.delete(&format!("/caches/{cache}"), Some(json!({"confirm": cache}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "DELETE {cache}");
+        let (status, _) = mallory.post("/tokens", json!({"kind": "cache", "cache": cache, "permission": "read"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "token for {cache}");
+    }
+    let (status, _) = mallory.post("/tokens", json!({"kind": "personal", "caches": ["alice-secret"], "permission": "read"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Mallory's own personal admin token opens nothing of Alice's on the binary cache.
+    let (_, token) = mallory.token(json!({"kind": "personal", "permission": "admin"})).await;
+    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("alice-secret"))).basic_auth("x", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("mallory-own"))).basic_auth("x", Some(&token)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Nor can Mallory revoke Alice's tokens.
+    let (alice_token_id, _) = alice.token(json!({"kind": "cache", "cache": "alice-secret", "permission": "read"})).await;
+    assert_eq!(mallory.delete(&format!("/tokens/{alice_token_id}"), None).await.0, StatusCode::NOT_FOUND);
+    let (_, alice_tokens) = alice.get("/tokens").await;
+    assert!(alice_tokens.as_array().unwrap().iter().any(|t| t["id"] == alice_token_id.as_str() && t["revoked_at"].is_null()));
+
+    // A personal token limited to one cache reaches only that one.
+    let (_, limited) = alice.token(json!({"kind": "personal", "caches": ["alice-open"], "permission": "write"})).await;
+    let info = |cache: &str| server.http.get(format!("{}/nix-cache-info", server.cache_url(cache))).bearer_auth(&limited).send();
+    assert_eq!(info("alice-open").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(info("alice-secret").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn bad_account_input_is_refused_with_stable_codes(server: &TestServer) {
+    let anonymous = Api::anonymous(server);
+    let alice = anonymous.account("alice").await;
+    let accounts_before = server.count_rows("accounts").await;
+    let cases = [
+        (json!({"username": "alice", "email": "other@example.com", "password": "a fine long password"}), StatusCode::CONFLICT, "conflict"),
+        (json!({"username": "bob", "email": "ALICE@example.com", "password": "a fine long password"}), StatusCode::CONFLICT, "conflict"),
+        (json!({"username": "bob", "email": "bob@example.com", "password": "short"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "bob", "email": "bob@example.com", "password": "x".repeat(300)}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "Bob!", "email": "bob@example.com", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "bob", "email": "not-an-email", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "b".repeat(100), "email": "bob@example.com", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "bob", "email": "bob@example.com"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (json!({"username": "bob", "email": "bob@example.com", "password": "a fine long password", "admin": true}), StatusCode::BAD_REQUEST, "bad_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, error) = anonymous.post("/accounts", body.clone()).await;
+        assert_eq!((got, error["error"].as_str()), (status, Some(code)), "{body}: {error}");
+    }
+    let raw = |body: &'static str, content_type: &'static str| {
+        server.http.post(format!("{}/api/v1/accounts", server.base_url)).header("content-type", content_type).body(body).send()
+    };
+    for (body, content_type) in [("{not json", "application/json"), (r#"{"username":"bob"}"#, "text/plain")] {
+        let response = raw(body, content_type).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "bad_request", "{error}");
+    }
+    assert_eq!(server.count_rows("accounts").await, accounts_before, "nothing written");
+
+    // Wrong password and unknown user answer alike.
+    let (a, wrong) = anonymous.post("/sessions", json!({"username": "alice", "password": "not the passphrase"})).await;
+    let (b, unknown) = anonymous.post("/sessions", json!({"username": "nobody", "password": "not the passphrase"})).await;
+    assert_eq!((a, b), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    assert_eq!(wrong, unknown);
+
+    let caches_before = server.count_rows("caches").await;
+    for (body, code) in [
+        (json!({"name": "../etc", "public": true}), "bad_request"),
+        (json!({"name": "api", "public": true}), "bad_request"),
+        (json!({"name": "ok-name", "public": true, "priority": -1}), "bad_request"),
+        (json!({"name": "ok-name", "public": true, "description": "x".repeat(600)}), "bad_request"),
+        (json!({"name": "ok-name"}), "bad_request"),
+    ] {
+        let (_, error) = alice.post("/caches", body.clone()).await;
+        assert_eq!(error["error"], code, "{body}");
+    }
+    assert_eq!(server.count_rows("caches").await, caches_before);
+    alice.post("/caches", json!({"name": "taken", "public": true})).await;
+    let bob = anonymous.account("bob").await;
+    assert_eq!(bob.post("/caches", json!({"name": "taken", "public": true})).await.1["error"], "conflict");
+    assert_eq!(anonymous.get("/caches").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.get("/no-such-route").await.1["error"], "not_found");
+}
+
+async fn password_change_logout_and_account_deletion(server: &TestServer) {
+    let anonymous = Api::anonymous(server);
+    let carol = anonymous.account("carol").await;
+    carol.post("/caches", json!({"name": "carol-cache", "public": false})).await;
+    let (_, cache_token) = carol.token(json!({"kind": "cache", "cache": "carol-cache", "permission": "read"})).await;
+
+    let change = |current: &str, new: &str| {
+        carol.call(reqwest::Method::PUT, "/account/password", Some(json!({"current_password": current, "new_password": new})))
+    };
+    assert_eq!(change("wrong one entirely", "a brand new passphrase").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(change(PASSPHRASE, "a brand new passphrase").await.0, StatusCode::NO_CONTENT);
+    let login = |password: &str| anonymous.post("/sessions", json!({"username": "carol", "password": password}));
+    assert_eq!(login(PASSPHRASE).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(login("a brand new passphrase").await.0, StatusCode::CREATED);
+
+    // A cache token cannot manage the account.
+    assert_eq!(anonymous.with(&cache_token).get("/account").await.0, StatusCode::FORBIDDEN);
+
+    let (_, second) = login("a brand new passphrase").await;
+    let second = anonymous.with(second["token"].as_str().unwrap());
+    assert_eq!(second.delete("/sessions/current", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(second.get("/account").await.0, StatusCode::UNAUTHORIZED, "logged out");
+    assert_eq!(carol.get("/account").await.1["username"], "carol", "the other session lives on");
+
+    assert_eq!(carol.delete("/account", Some(json!({"confirm": "not-carol"}))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(carol.delete("/account", Some(json!({"confirm": "carol"}))).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(server.count_rows("accounts").await, 0);
+    assert_eq!(server.count_rows("caches").await, 0, "the account's caches went with it");
+    assert_eq!(server.count_rows("tokens").await, 0, "and its tokens");
+    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("carol-cache"))).bearer_auth(&cache_token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
