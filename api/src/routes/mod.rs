@@ -8,31 +8,46 @@ mod health;
 
 use actix_web::{web, HttpResponse};
 
+/// Declares the /api/v1 routes once, for both the router and `API_V1_ROUTES` (which the
+/// tests hold against openapi.yaml).
+macro_rules! api_v1_routes {
+    ($($method:ident $path:literal => $handler:ident),* $(,)?) => {
+        /// Every /api/v1 route as (method, path), in the router's order.
+        pub const API_V1_ROUTES: &[(&str, &str)] = &[$((stringify!($method), concat!("/api/v1", $path))),*];
+
+        fn api_v1_scope() -> actix_web::Scope {
+            web::scope("/api/v1")
+                .app_data(api_v1::json_config())
+                $(.route($path, web::$method().to(api_v1::$handler)))*
+                .default_service(web::to(api_v1::unknown_route))
+        }
+    };
+}
+
+api_v1_routes! {
+    post "/accounts" => sign_up,
+    get "/account" => get_account,
+    delete "/account" => delete_account,
+    put "/account/password" => change_password,
+    post "/sessions" => log_in,
+    delete "/sessions/current" => log_out,
+    get "/caches" => list_caches,
+    post "/caches" => create_cache,
+    get "/caches/{cache}" => cache_info,
+    patch "/caches/{cache}" => update_cache,
+    delete "/caches/{cache}" => delete_cache,
+    get "/tokens" => list_tokens,
+    post "/tokens" => create_token,
+    delete "/tokens/{id}" => revoke_token,
+}
+
 /// Every route the server answers, in one place.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use binary_cache as bc;
     cfg.route("/", web::get().to(health::landing))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .service(
-            web::scope("/api/v1")
-                .app_data(api_v1::json_config())
-                .route("/accounts", web::post().to(api_v1::sign_up))
-                .route("/account", web::get().to(api_v1::get_account))
-                .route("/account", web::delete().to(api_v1::delete_account))
-                .route("/account/password", web::put().to(api_v1::change_password))
-                .route("/sessions", web::post().to(api_v1::log_in))
-                .route("/sessions/current", web::delete().to(api_v1::log_out))
-                .route("/caches", web::get().to(api_v1::list_caches))
-                .route("/caches", web::post().to(api_v1::create_cache))
-                .route("/caches/{cache}", web::get().to(api_v1::cache_info))
-                .route("/caches/{cache}", web::patch().to(api_v1::update_cache))
-                .route("/caches/{cache}", web::delete().to(api_v1::delete_cache))
-                .route("/tokens", web::get().to(api_v1::list_tokens))
-                .route("/tokens", web::post().to(api_v1::create_token))
-                .route("/tokens/{id}", web::delete().to(api_v1::revoke_token))
-                .default_service(web::to(api_v1::unknown_route)),
-        )
+        .service(api_v1_scope())
         .service(
             web::resource("/{cache}/nix-cache-info")
                 .route(web::get().to(bc::get_cache_info))
