@@ -21,6 +21,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The URL clients reach this server at, used in generated snippets and cache info.
     pub public_url: Option<String>,
+    /// With it, `{cache}.{base_domain}` serves that cache's binary cache at its root, so a
+    /// user keeps one netrc line per cache (the host tells them apart).
+    pub base_domain: Option<String>,
     /// `sqlite://…` or `postgres://…`; default: `larder.db` in the data directory.
     pub database_url: Option<String>,
     pub storage: StorageKind,
@@ -56,6 +59,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             data_dir: PathBuf::from("./larder-data"),
             public_url: None,
+            base_domain: None,
             database_url: None,
             storage: StorageKind::Fs,
             s3_endpoint: None,
@@ -104,6 +108,13 @@ impl Settings {
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("invalid configuration: public_url (LARDER_PUBLIC_URL) must start with http:// or https://");
+            }
+        }
+        if let Some(domain) = &self.base_domain {
+            let valid = !domain.is_empty()
+                && domain.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !valid {
+                bail!("invalid configuration: base_domain (LARDER_BASE_DOMAIN) must be a host name such as cache.example.com");
             }
         }
         if self.max_nar_size == 0 || self.max_small_upload == 0 {

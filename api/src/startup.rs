@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpRequest, HttpServer};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
@@ -75,8 +75,16 @@ impl Application {
         let port = listener.local_addr()?.port();
         let public_url = PublicUrl(settings.public_url.clone());
         let data = web::Data::new(services.clone());
+        let base_domain = settings.base_domain.clone().map(|d| d.to_ascii_lowercase());
         let server = HttpServer::new(move || {
+            let base_domain = base_domain.clone();
             App::new()
+                .wrap_fn(move |mut req, service| {
+                    if let Some(domain) = &base_domain {
+                        crate::routes::cache_hosts::rewrite(&mut req, domain);
+                    }
+                    service.call(req)
+                })
                 .wrap(TracingLogger::default())
                 .app_data(data.clone())
                 .app_data(web::Data::new(public_url.clone()))

@@ -70,7 +70,15 @@ impl Nix {
 
     /// Makes nix send `token` as the netrc password for 127.0.0.1 (or nothing, for `None`).
     pub fn use_token(&self, token: Option<&str>) {
-        let netrc = token.map(|t| format!("machine 127.0.0.1 login larder password {t}\n")).unwrap_or_default();
+        match token {
+            Some(token) => self.use_tokens(&[("127.0.0.1", token)]),
+            None => self.use_tokens(&[]),
+        }
+    }
+
+    /// One netrc line per (host, token).
+    pub fn use_tokens(&self, hosts: &[(&str, &str)]) {
+        let netrc: String = hosts.iter().map(|(host, token)| format!("machine {host} login larder password {token}\n")).collect();
         std::fs::write(self.root.join("netrc"), netrc).expect("write netrc");
     }
 

@@ -3,6 +3,7 @@
 mod api_v1;
 mod binary_cache;
 mod body;
+pub mod cache_hosts;
 mod errors;
 mod health;
 
