@@ -1,0 +1,206 @@
+//! The isolation matrix: every route of the binary cache and of the API, against a private
+//! cache of one account, for every kind of caller. No response may let a caller read,
+//! write, list or even detect what it has no right to.
+
+use std::time::Duration;
+
+use larder_api::auth::{Claims, TokenKeys};
+use larder_api::domain::Permission;
+use larder_api::services::TokenScope;
+use larder_tests::{on_both_backends, Nix, TestServer};
+use reqwest::{Method, StatusCode};
+
+on_both_backends!(every_route_for_every_caller);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    OtherAccountsPersonal,
+    OtherCachesToken,
+    Read,
+    Write,
+    Admin,
+    Revoked,
+    Expired,
+    Malformed,
+    WrongSignature,
+}
+
+const CALLERS: [Caller; 10] = [
+    Caller::Anonymous,
+    Caller::OtherAccountsPersonal,
+    Caller::OtherCachesToken,
+    Caller::Read,
+    Caller::Write,
+    Caller::Admin,
+    Caller::Revoked,
+    Caller::Expired,
+    Caller::Malformed,
+    Caller::WrongSignature,
+];
+
+/// What a route requires of a caller.
+#[derive(Clone, Copy)]
+enum Needs {
+    /// A token that may read the cache: 401 otherwise.
+    Read,
+    /// A token that may write: 403 for a read token, 401 for the rest.
+    Write,
+    /// A token that may administer: 403 for read and write tokens, 401 for the rest.
+    Admin,
+    /// An account token (session or personal): cache tokens get 403, no token 401.
+    Account,
+}
+
+impl Needs {
+    fn expected(self, caller: Caller, ok: StatusCode) -> StatusCode {
+        use Caller::*;
+        match (self, caller) {
+            (Needs::Account, Read | Write | Admin | OtherCachesToken) => StatusCode::FORBIDDEN,
+            (Needs::Account, OtherAccountsPersonal) => ok,
+            (Needs::Account, _) => StatusCode::UNAUTHORIZED,
+            (_, Read) if !matches!(self, Needs::Read) => StatusCode::FORBIDDEN,
+            (Needs::Admin, Write) => StatusCode::FORBIDDEN,
+            (_, Read | Write | Admin) => ok,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+async fn every_route_for_every_caller(server: &TestServer) {
+    // The target: a private cache of an account, holding a pushed chain.
+    let alice = server.services().sign_up("alice", "alice@example.com", "correct horse battery").await.unwrap();
+    let alice_id = account_id(server, &alice.username).await;
+    let _ = server.services().create_cache("target", Some(alice_id), false, None).await.unwrap();
+    let mallory_id = {
+        server.services().sign_up("mallory", "mallory@example.com", "correct horse battery").await.unwrap();
+        account_id(server, "mallory").await
+    };
+    server.services().create_cache("mallory-cache", Some(mallory_id), false, None).await.unwrap();
+
+    let (_, write) = server.token("target", Permission::Write).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &format!("{}?compression=none", server.cache_url("target")), &top], "").await.expect_success("push");
+    let hash = top["/nix/store/".len()..][..32].to_owned();
+    let narinfo = server.http.get(format!("{}/{hash}.narinfo", server.cache_url("target"))).bearer_auth(&write).send().await.unwrap();
+    let narinfo_text = narinfo.text().await.unwrap();
+    let nar_url = narinfo_text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned();
+    let nar = nix.dump(&top).await;
+
+    let tokens = callers(server, mallory_id).await;
+    let (read_id, _) = server.token("target", Permission::Read).await;
+    let log = "0123456789abcdfghijklmnpqrsvwxyz-x.drv";
+
+    // (method, path, body, needs, success status)
+    let bc = |path: &str| format!("/target/{path}");
+    let routes: Vec<(Method, String, Option<Vec<u8>>, Needs, StatusCode)> = vec![
+        (Method::GET, bc("nix-cache-info"), None, Needs::Read, StatusCode::OK),
+        (Method::HEAD, bc("nix-cache-info"), None, Needs::Read, StatusCode::OK),
+        (Method::GET, bc(&format!("{hash}.narinfo")), None, Needs::Read, StatusCode::OK),
+        (Method::HEAD, bc(&format!("{hash}.narinfo")), None, Needs::Read, StatusCode::OK),
+        (Method::GET, bc("0123456789abcdfghijklmnpqrsvwxyz.narinfo"), None, Needs::Read, StatusCode::NOT_FOUND),
+        (Method::GET, bc(&nar_url), None, Needs::Read, StatusCode::OK),
+        (Method::HEAD, bc(&nar_url), None, Needs::Read, StatusCode::OK),
+        (Method::GET, bc(&format!("{hash}.ls")), None, Needs::Read, StatusCode::OK),
+        (Method::GET, bc(&format!("log/{log}")), None, Needs::Read, StatusCode::NOT_FOUND),
+        (Method::PUT, bc("nix-cache-info"), Some(b"StoreDir: /nix/store\n".to_vec()), Needs::Write, StatusCode::OK),
+        (Method::PUT, bc(&nar_url), Some(nar.clone()), Needs::Write, StatusCode::OK),
+        (Method::PUT, bc(&format!("{hash}.narinfo")), Some(narinfo_text.clone().into_bytes()), Needs::Write, StatusCode::OK),
+        (Method::PUT, bc(&format!("{hash}.ls")), Some(b"{}".to_vec()), Needs::Write, StatusCode::OK),
+        (Method::PUT, bc(&format!("log/{log}")), Some(b"a log".to_vec()), Needs::Write, StatusCode::OK),
+        (Method::GET, "/api/v1/caches/target".into(), None, Needs::Read, StatusCode::OK),
+        (Method::PATCH, "/api/v1/caches/target".into(), Some(br#"{"priority": 42}"#.to_vec()), Needs::Admin, StatusCode::OK),
+        (Method::DELETE, "/api/v1/caches/target".into(), Some(br#"{"confirm": "not-it"}"#.to_vec()), Needs::Admin, StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/caches".into(), None, Needs::Account, StatusCode::OK),
+        (Method::GET, "/api/v1/tokens".into(), None, Needs::Account, StatusCode::OK),
+        (Method::GET, "/api/v1/account".into(), None, Needs::Account, StatusCode::OK),
+    ];
+
+    for (method, path, body, needs, ok) in &routes {
+        for caller in CALLERS {
+            let token = tokens.iter().find(|(c, _)| *c == caller).and_then(|(_, t)| t.clone());
+            let (status, text) = send(server, method.clone(), path, body.clone(), token.as_deref()).await;
+            let expected = needs.expected(caller, *ok);
+            assert_eq!(status, expected, "{method} {path} as {caller:?}: {text}");
+            if status == StatusCode::UNAUTHORIZED && method != Method::HEAD {
+                assert!(!text.contains("target") && !text.contains(&hash), "{method} {path} as {caller:?} leaks: {text}");
+                // Without a token of its own, a hidden cache answers exactly as a missing one.
+                let missing = path.replace("/target/", "/missing/").replace("/caches/target", "/caches/missing");
+                let (other_status, other_text) = send(server, method.clone(), &missing, body.clone(), token.as_deref()).await;
+                if missing != *path {
+                    assert_eq!((other_status, &other_text), (status, &text), "{method} {path} vs {missing} as {caller:?}");
+                }
+            }
+        }
+    }
+
+    // Account routes answer only with the caller's own things.
+    let mallory_personal = tokens.iter().find(|(c, _)| *c == Caller::OtherAccountsPersonal).and_then(|(_, t)| t.clone()).unwrap();
+    for path in ["/api/v1/caches", "/api/v1/tokens", "/api/v1/account"] {
+        let (_, text) = send(server, Method::GET, path, None, Some(&mallory_personal)).await;
+        assert!(!text.contains("target") && !text.contains("alice") && !text.contains(&read_id), "{path} leaks to mallory: {text}");
+    }
+    let (status, _) = send(server, Method::DELETE, &format!("/api/v1/tokens/{read_id}"), None, Some(&mallory_personal)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "mallory revoking alice's token");
+    let (status, _) = send(server, Method::GET, "/target/nix-cache-info", None, Some(&server_token(server, "target", Permission::Read).await)).await;
+    assert_eq!(status, StatusCode::OK, "alice's tokens still work after all that");
+}
+
+async fn account_id(server: &TestServer, username: &str) -> i64 {
+    server.services().db().account_by_username(username).await.unwrap().expect("account exists").id
+}
+
+async fn server_token(server: &TestServer, cache: &str, permission: Permission) -> String {
+    server.token(cache, permission).await.1
+}
+
+/// A token for each kind of caller (None for anonymous).
+async fn callers(server: &TestServer, mallory_id: i64) -> Vec<(Caller, Option<String>)> {
+    let services = server.services();
+    let personal = services
+        .issue_token(TokenScope::Personal { account_id: mallory_id, limited_to: vec![] }, Permission::Admin, None, "mallory")
+        .await
+        .unwrap()
+        .secret;
+    let (revoked_id, revoked) = server.token("target", Permission::Admin).await;
+    services.revoke_token(&revoked_id).await.unwrap();
+    let expired = services.create_token("target", Permission::Admin, Some(Duration::from_secs(1)), "short").await.unwrap();
+    let (admin_id, admin) = server.token("target", Permission::Admin).await;
+    let target_id = services.db().cache_by_name("target").await.unwrap().unwrap().id;
+    // Valid claims for a real token id, signed with another secret.
+    let forged = TokenKeys::new(&[7; 32])
+        .issue(&Claims { jti: admin_id, cache: Some(target_id), account: None, perm: "admin".into(), iat: 0, exp: None })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    vec![
+        (Caller::Anonymous, None),
+        (Caller::OtherAccountsPersonal, Some(personal)),
+        (Caller::OtherCachesToken, Some(server.token("mallory-cache", Permission::Admin).await.1)),
+        (Caller::Read, Some(server.token("target", Permission::Read).await.1)),
+        (Caller::Write, Some(server.token("target", Permission::Write).await.1)),
+        (Caller::Admin, Some(admin)),
+        (Caller::Revoked, Some(revoked)),
+        (Caller::Expired, Some(expired.secret)),
+        (Caller::Malformed, Some("not-a-token".into())),
+        (Caller::WrongSignature, Some(forged)),
+    ]
+}
+
+/// Sends a request as nix would (Basic, any login) on the binary cache, Bearer on the API.
+async fn send(server: &TestServer, method: Method, path: &str, body: Option<Vec<u8>>, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = server.http.request(method, format!("{}{path}", server.base_url));
+    if let Some(token) = token {
+        request = if path.starts_with("/api/") { request.bearer_auth(token) } else { request.basic_auth("nix", Some(token)) };
+    }
+    if let Some(body) = body {
+        if path.starts_with("/api/") {
+            request = request.header("content-type", "application/json");
+        }
+        request = request.body(body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.text().await.unwrap_or_default())
+}
