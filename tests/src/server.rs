@@ -77,6 +77,18 @@ impl TestServer {
         Self { backend, base_url, dir, settings, services, handle, database, bucket, http: reqwest::Client::new() }
     }
 
+    /// Another server node on the same database, storage and secrets (as behind a load
+    /// balancer); returns its base URL and a handle to stop it.
+    pub async fn second_node(&self) -> (String, actix_web::dev::ServerHandle) {
+        let mut settings = self.settings.clone();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        let app = Application::build(settings).await.expect("second node starts");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        (url, handle)
+    }
+
     pub fn services(&self) -> &Services {
         &self.services
     }

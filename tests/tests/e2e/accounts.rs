@@ -10,6 +10,8 @@ on_both_backends!(
     accounts_cannot_see_or_touch_each_others_caches,
     bad_account_input_is_refused_with_stable_codes,
     password_change_logout_and_account_deletion,
+    logins_are_rate_limited,
+    revocation_reaches_every_node_at_once,
 );
 
 /// The password of every account the tests sign up.
@@ -259,4 +261,33 @@ async fn password_change_logout_and_account_deletion(server: &TestServer) {
     assert_eq!(server.count_rows("tokens").await, 0, "and its tokens");
     let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("carol-cache"))).bearer_auth(&cache_token).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn logins_are_rate_limited(server: &TestServer) {
+    let anonymous = Api::anonymous(server);
+    anonymous.account("dave").await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(anonymous.post("/sessions", json!({"username": "dave", "password": "guess guess guess"})).await.0);
+    }
+    assert!(statuses[..9].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    // Even the right password waits now: guessing cannot continue at full speed.
+    let (status, body) = anonymous.post("/sessions", json!({"username": "dave", "password": PASSPHRASE})).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("too_many_requests")));
+    // Another account is not locked out by dave's attacker.
+    anonymous.account("erin").await;
+}
+
+async fn revocation_reaches_every_node_at_once(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.post("/caches", json!({"name": "shared", "public": false})).await;
+    let (id, token) = alice.token(json!({"kind": "cache", "cache": "shared", "permission": "read"})).await;
+    let (node_b, handle) = server.second_node().await;
+    let info = |base: String| server.http.get(format!("{base}/shared/nix-cache-info")).basic_auth("x", Some(&token)).send();
+    assert_eq!(info(node_b.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(alice.delete(&format!("/tokens/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(info(node_b.clone()).await.unwrap().status(), StatusCode::UNAUTHORIZED, "node B still honours a revoked token");
+    assert_eq!(info(server.base_url.clone()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    handle.stop(true).await;
 }
