@@ -52,6 +52,7 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
         &settings.data_dir.join("token-secret.key"),
         "token_secret (LARDER_TOKEN_SECRET)",
     )?;
+    crate::auth::password::warm_up();
     let limits = Limits {
         max_nar_size: settings.max_nar_size,
         max_small_upload: settings.max_small_upload,

@@ -21,6 +21,12 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .to_string()
 });
 
+/// Computes the dummy hash now, so that the first login of an unknown user does not take
+/// longer than the others and tell.
+pub fn warm_up() {
+    LazyLock::force(&DUMMY_HASH);
+}
+
 pub async fn hash(password: String) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || {
         hasher()
