@@ -6,8 +6,8 @@
 #   bash scripts/test.sh -p larder-tests --test storage_backends
 #                                             # with -p/--package, only those packages
 #
-# Starts the services (scripts/test-services.sh), always stops what it started, and exits
-# with cargo's exit code.
+# Starts the services (scripts/test-services.sh), always stops what it started, then checks
+# the API contract with schemathesis (scripts/schemathesis.sh); exits non-zero if either fails.
 
 set -euo pipefail
 
@@ -64,9 +64,21 @@ set +e
 cargo "${cargo_args[@]}"
 rc=$?
 set -e
+
+# ---- BEGIN schemathesis block: the API contract (openapi.yaml) against the real server ----
+# Only after cargo test passed; its failure fails this script. LARDER_SKIP_SCHEMATHESIS=1 skips it.
+if ((rc == 0)) && [[ "${LARDER_SKIP_SCHEMATHESIS:-}" != 1 ]]; then
+    say "bash scripts/schemathesis.sh"
+    set +e
+    LARDER_SCHEMATHESIS_NO_BUILD=1 bash scripts/schemathesis.sh
+    rc=$?
+    set -e
+fi
+# ---- END schemathesis block ----
+
 if ((rc == 0)); then
     say "tests passed"
 else
-    say "tests FAILED (cargo exit code $rc)"
+    say "tests FAILED (exit code $rc; see above whether cargo test or schemathesis)"
 fi
 exit "$rc"

@@ -97,6 +97,17 @@ impl Database {
         .await?)
     }
 
+    /// Revokes every login session of an account but `keep`.
+    pub async fn revoke_sessions_of(&self, account_id: i64, keep: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE tokens SET revoked_at = $3 WHERE account_id = $1 AND kind = 'session' AND id <> $2 AND revoked_at IS NULL")
+            .bind(account_id)
+            .bind(keep)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn record_token_use(&self, token: &TokenRow) -> anyhow::Result<()> {
         let now = now();
         if token.last_used_at.is_some_and(|t| now - t < LAST_USED_RESOLUTION_SECS) {

@@ -31,8 +31,15 @@ fn public_message(error: &ServiceError) -> String {
 
 fn builder(error: &ServiceError) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::build(status(error));
-    if matches!(error, ServiceError::Unauthorized(_)) {
-        response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="larder""#));
+    match error {
+        ServiceError::Unauthorized(_) => {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="larder""#));
+        }
+        // Login throttling refills within a minute.
+        ServiceError::TooManyRequests(_) => {
+            response.insert_header((header::RETRY_AFTER, "60"));
+        }
+        _ => {}
     }
     response
 }

@@ -14,6 +14,8 @@ pub struct Principal {
     pub permission: Permission,
     /// For account tokens: the only caches it may act on; empty means all the account's.
     pub limited_to: Vec<i64>,
+    /// A login session (rather than a personal or cache token).
+    pub is_session: bool,
 }
 
 impl Principal {
@@ -52,7 +54,8 @@ impl Services {
             tracing::warn!(%error, "could not record token use");
         }
         let limited_to = if row.kind == "personal" { self.db().token_cache_limits(&row.id).await? } else { Vec::new() };
-        Ok(Some(Principal { token_id: row.id, cache_id: row.cache_id, account_id: row.account_id, permission, limited_to }))
+        let is_session = row.kind == "session";
+        Ok(Some(Principal { token_id: row.id, cache_id: row.cache_id, account_id: row.account_id, permission, limited_to, is_session }))
     }
 
     /// Finds the cache and checks that `principal` may act on it with `needed`.

@@ -85,10 +85,12 @@ impl Services {
         if throttled {
             return Err(ServiceError::TooManyRequests("too many login attempts: wait a minute and try again"));
         }
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(ServiceError::Unauthorized(BAD_LOGIN));
-        }
-        let account = self.db().account_by_username(username).await?;
+        // A name that cannot exist is not looked up (Postgres refuses some bytes, e.g. NUL),
+        // but costs the same hash, so it answers like any unknown user.
+        let account = match Username::parse(username) {
+            Ok(name) if password.len() <= MAX_PASSWORD_BYTES => self.db().account_by_username(name.as_str()).await?,
+            _ => None,
+        };
         let stored = account.as_ref().map(|a| a.password_hash.clone());
         let matches = password::verify(password.to_owned(), stored).await?;
         let Some(account) = account.filter(|_| matches) else {
@@ -98,9 +100,12 @@ impl Services {
             .await
     }
 
-    /// Ends the session the request was made with.
+    /// Ends the session the request was made with (personal tokens are revoked by id).
     pub async fn log_out(&self, principal: &Principal) -> ServiceResult<()> {
         principal.account()?;
+        if !principal.is_session {
+            return Err(ServiceError::BadRequest("this is not a login session: revoke a personal token by its id".into()));
+        }
         self.revoke_token(&principal.token_id).await
     }
 
@@ -124,6 +129,8 @@ impl Services {
         }
         let hash = password::hash(new.expose().to_owned()).await?;
         self.db().set_password_hash(account.id, &hash).await?;
+        // Whoever else was logged in with the old password is logged out.
+        self.db().revoke_sessions_of(account.id, &principal.token_id).await?;
         Ok(())
     }
 

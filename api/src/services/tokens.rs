@@ -36,8 +36,8 @@ impl Services {
         expires_in: Option<Duration>,
         description: &str,
     ) -> ServiceResult<CreatedToken> {
-        if description.len() > MAX_DESCRIPTION_BYTES {
-            return Err(ServiceError::BadRequest(format!("description is longer than {MAX_DESCRIPTION_BYTES} bytes")));
+        if description.len() > MAX_DESCRIPTION_BYTES || description.chars().any(char::is_control) {
+            return Err(ServiceError::BadRequest(format!("description must be at most {MAX_DESCRIPTION_BYTES} bytes of text on one line")));
         }
         let created_at = now();
         let expires_at = match expires_in {
@@ -106,6 +106,7 @@ impl Services {
     /// Revokes a token the caller's account controls (its personal tokens, its caches'
     /// tokens). Another account's token answers as if it did not exist.
     pub async fn revoke_own_token(&self, principal: &Principal, id: &str) -> ServiceResult<()> {
+        super::caches::require_account_admin(principal)?;
         let account_id = principal.account()?;
         let visible = self.db().tokens_of(account_id).await?.into_iter().any(|t| t.id == id);
         if !visible {

@@ -205,6 +205,14 @@ async fn bad_account_input_is_refused_with_stable_codes(server: &TestServer) {
     }
     assert_eq!(server.count_rows("accounts").await, accounts_before, "nothing written");
 
+    // Names that cannot exist (Postgres would refuse a NUL) answer like unknown users.
+    let (status, _) = anonymous.post("/sessions", json!({"username": "a\u{0}b", "password": "whatever it is"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let tokens_before = server.count_rows("tokens").await;
+    let (status, error) = alice.post("/tokens", json!({"kind": "personal", "permission": "read", "description": "bad\u{0}text"})).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    assert_eq!(server.count_rows("tokens").await, tokens_before);
+
     // Wrong password and unknown user answer alike.
     let (a, wrong) = anonymous.post("/sessions", json!({"username": "alice", "password": "not the passphrase"})).await;
     let (b, unknown) = anonymous.post("/sessions", json!({"username": "nobody", "password": "not the passphrase"})).await;
@@ -248,7 +256,22 @@ async fn password_change_logout_and_account_deletion(server: &TestServer) {
     // A cache token cannot manage the account.
     assert_eq!(anonymous.with(&cache_token).get("/account").await.0, StatusCode::FORBIDDEN);
 
-    let (_, second) = login("a brand new passphrase").await;
+    // A read-only personal token may not revoke tokens, nor "log out".
+    let (_, read_personal) = carol.token(json!({"kind": "personal", "permission": "read"})).await;
+    let reader = anonymous.with(&read_personal);
+    let (cache_token_id, _) = carol.token(json!({"kind": "cache", "cache": "carol-cache", "permission": "write"})).await;
+    assert_eq!(reader.delete(&format!("/tokens/{cache_token_id}"), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(reader.delete("/sessions/current", None).await.0, StatusCode::BAD_REQUEST);
+
+    // Changing the password ends the other sessions.
+    let (_, other) = login("a brand new passphrase").await;
+    let other = anonymous.with(other["token"].as_str().unwrap());
+    assert_eq!(other.get("/account").await.0, StatusCode::OK);
+    assert_eq!(change("a brand new passphrase", "another new passphrase").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(other.get("/account").await.0, StatusCode::UNAUTHORIZED, "a session from before the change");
+    assert_eq!(carol.get("/account").await.0, StatusCode::OK, "the session that changed it lives on");
+
+    let (_, second) = login("another new passphrase").await;
     let second = anonymous.with(second["token"].as_str().unwrap());
     assert_eq!(second.delete("/sessions/current", None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(second.get("/account").await.0, StatusCode::UNAUTHORIZED, "logged out");

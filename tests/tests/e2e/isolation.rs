@@ -39,6 +39,9 @@ const CALLERS: [Caller; 10] = [
     Caller::WrongSignature,
 ];
 
+/// (method, path, body, what it needs, its status for a caller who may)
+type Route = (Method, String, Option<Vec<u8>>, Needs, StatusCode);
+
 /// What a route requires of a caller.
 #[derive(Clone, Copy)]
 enum Needs {
@@ -93,9 +96,8 @@ async fn every_route_for_every_caller(server: &TestServer) {
     let (read_id, _) = server.token("target", Permission::Read).await;
     let log = "0123456789abcdfghijklmnpqrsvwxyz-x.drv";
 
-    // (method, path, body, needs, success status)
     let bc = |path: &str| format!("/target/{path}");
-    let routes: Vec<(Method, String, Option<Vec<u8>>, Needs, StatusCode)> = vec![
+    let routes: Vec<Route> = vec![
         (Method::GET, bc("nix-cache-info"), None, Needs::Read, StatusCode::OK),
         (Method::HEAD, bc("nix-cache-info"), None, Needs::Read, StatusCode::OK),
         (Method::GET, bc(&format!("{hash}.narinfo")), None, Needs::Read, StatusCode::OK),

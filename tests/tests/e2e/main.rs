@@ -4,5 +4,8 @@
 mod access;
 mod accounts;
 mod bad_input;
+mod cache_hosts;
+mod isolation;
+mod openapi;
 mod operator;
 mod substitution;
