@@ -26,13 +26,13 @@ async fn check(server: &TestServer) {
         let (_, write) = server.token(name, Permission::Write).await;
         nix.use_tokens(&[(&format!("{name}.localhost"), &write)]);
         nix.run("nix", &["copy", "--to", &host_url(name), &top], "").await.expect_success("push to a cache host");
-        let (_, read) = server.token(name, Permission::Read).await;
-        reads.push((format!("{name}.localhost"), read, cache.public_key));
+        let (read_id, read) = server.token(name, Permission::Read).await;
+        reads.push((format!("{name}.localhost"), read, cache.public_key, read_id));
     }
     // One netrc with a line per cache host; each token opens only its own cache.
-    let lines: Vec<(&str, &str)> = reads.iter().map(|(host, token, _)| (host.as_str(), token.as_str())).collect();
+    let lines: Vec<(&str, &str)> = reads.iter().map(|(host, token, _, _)| (host.as_str(), token.as_str())).collect();
     nix.use_tokens(&lines);
-    for (host, _, key) in &reads {
+    for (host, _, key, _) in &reads {
         let store = nix.fresh_store(host);
         let to = format!("local?root={}", store.display());
         let config = format!("require-sigs = true\ntrusted-public-keys = {key}");
@@ -51,8 +51,18 @@ async fn check(server: &TestServer) {
         .await
         .unwrap();
     assert_eq!(info.status(), 401);
+    // Revoking a token closes its cache host to it, at once.
+    server.services().revoke_token(&reads[0].3).await.unwrap();
+    let (host, _, key, _) = &reads[0];
+    let to = format!("local?root={}", nix.fresh_store("after-revoke").display());
+    let config = format!("require-sigs = true\ntrusted-public-keys = {key}");
+    let refused = nix.run("nix", &["copy", "--from", &format!("http://{host}:{port}"), "--to", &to, &top], &config).await;
+    assert!(!refused.success, "a revoked token still reads through its cache host");
+    let (_, second_token, _, _) = &reads[1];
     // Path-based URLs keep working beside the host names.
-    let path_based = server.http.get(format!("{}/first-team/nix-cache-info", server.base_url)).bearer_auth(&reads[0].1).send().await.unwrap();
+    let path_based = server.http.get(format!("{}/first-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
+    assert_eq!(path_based.status(), 401, "the second cache's token does not open the first cache");
+    let path_based = server.http.get(format!("{}/second-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
     assert_eq!(path_based.status(), 200);
 }
 
