@@ -68,11 +68,23 @@ set -e
 # ---- BEGIN schemathesis block: the API contract (openapi.yaml) against the real server ----
 # Only after cargo test passed; its failure fails this script. LARDER_SKIP_SCHEMATHESIS=1 skips it.
 if ((rc == 0)) && [[ "${LARDER_SKIP_SCHEMATHESIS:-}" != 1 ]]; then
-    say "bash scripts/schemathesis.sh"
+    say "bash scripts/schemathesis.sh (SQLite)"
     set +e
     LARDER_SCHEMATHESIS_NO_BUILD=1 bash scripts/schemathesis.sh
     rc=$?
     set -e
+    # And on Postgres, which refuses some strings SQLite keeps (e.g. NUL bytes).
+    if ((rc == 0)); then
+        schemathesis_db="larder_schemathesis_$RANDOM$RANDOM"
+        psql -q "$LARDER_TEST_PG_URL/postgres" -c "CREATE DATABASE $schemathesis_db"
+        say "bash scripts/schemathesis.sh (Postgres)"
+        set +e
+        LARDER_SCHEMATHESIS_NO_BUILD=1 LARDER_SCHEMATHESIS_DATABASE_URL="$LARDER_TEST_PG_URL/$schemathesis_db" \
+            bash scripts/schemathesis.sh
+        rc=$?
+        set -e
+        psql -q "$LARDER_TEST_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)" || true
+    fi
 fi
 # ---- END schemathesis block ----
 
