@@ -130,6 +130,46 @@ impl Database {
         Ok(())
     }
 
+    /// All of the cache's keys, active or retired, oldest first.
+    pub async fn signing_keys_of(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at \
+             FROM signing_keys WHERE cache_id = $1 ORDER BY id",
+        )
+        .bind(cache_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn add_signing_key(&self, cache_id: i64, key_name: &str, public_key: &str, sealed: &[u8], master_key_id: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(cache_id)
+        .bind(key_name)
+        .bind(public_key)
+        .bind(sealed.to_vec())
+        .bind(master_key_id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Retires an active key, unless it is the cache's last one; false if nothing changed.
+    pub async fn retire_signing_key(&self, cache_id: i64, key_name: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "UPDATE signing_keys SET active = 0 WHERE cache_id = $1 AND key_name = $2 AND active = 1 \
+             AND (SELECT COUNT(*) FROM signing_keys WHERE cache_id = $1 AND active = 1) > 1",
+        )
+        .bind(cache_id)
+        .bind(key_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// The cache's active keys, oldest first.
     pub async fn active_signing_keys(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
         Ok(sqlx::query_as(

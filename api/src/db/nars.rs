@@ -31,6 +31,7 @@ pub struct NewNar<'a> {
 /// A published path joined with its NAR: everything a narinfo is rendered from.
 #[derive(Clone, Debug, FromRow)]
 pub struct PathRow {
+    pub path_id: i64,
     pub store_path: String,
     pub refs: String,
     pub deriver: Option<String>,
@@ -116,13 +117,31 @@ impl Database {
 
     pub async fn path(&self, cache_id: i64, hash_part: &str) -> anyhow::Result<Option<PathRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT p.store_path, p.refs, p.deriver, p.ca, p.sigs, {NAR_COLUMNS} \
+            "SELECT p.id AS path_id, p.store_path, p.refs, p.deriver, p.ca, p.sigs, {NAR_COLUMNS} \
              FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2"
         ))
         .bind(cache_id)
         .bind(hash_part)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// A page of a cache's paths in id order, after `after_id` (for walking all of them).
+    pub async fn paths_page(&self, cache_id: i64, after_id: i64, limit: i64) -> anyhow::Result<Vec<PathRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT p.id AS path_id, p.store_path, p.refs, p.deriver, p.ca, p.sigs, {NAR_COLUMNS} \
+             FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3"
+        ))
+        .bind(cache_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_path_sigs(&self, path_id: i64, sigs: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1").bind(path_id).bind(sigs).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Which of these hash parts this cache has no published path for.

@@ -292,3 +292,22 @@ pub async fn revoke_token(services: web::Data<Services>, credentials: Credential
 pub async fn unknown_route() -> ApiResult {
     Err(ServiceError::NotFound("no such API route (see openapi.yaml)".into()).into())
 }
+
+// ---- signing keys ------------------------------------------------------------------------
+
+pub async fn list_keys(services: web::Data<Services>, path: web::Path<String>, credentials: Credentials) -> ApiResult {
+    let principal = services.authenticate(credentials.token()).await?;
+    Ok(HttpResponse::Ok().json(services.list_keys(principal.as_ref(), &path).await?))
+}
+
+pub async fn add_key(services: web::Data<Services>, path: web::Path<String>, credentials: Credentials) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    Ok(HttpResponse::Created().json(services.add_key(&principal, &path).await?))
+}
+
+pub async fn retire_key(services: web::Data<Services>, path: web::Path<(String, String)>, credentials: Credentials) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let (cache, key) = path.into_inner();
+    services.retire_key(&principal, &cache, &key).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -24,7 +24,11 @@ impl Services {
         let Some(row) = self.db().path(cache.id, hash_part).await? else {
             return Ok(None);
         };
-        Ok(Some(render_narinfo(&row)?.render()))
+        let mut info = render_narinfo(&row)?;
+        // Only active keys' signatures are served: retiring a key withdraws them.
+        let active: Vec<String> = self.db().active_signing_keys(cache.id).await?.into_iter().map(|k| k.key_name).collect();
+        info.sigs.retain(|sig| sig.split(':').next().is_some_and(|name| active.iter().any(|a| a == name)));
+        Ok(Some(info.render()))
     }
 
     /// A published NAR of this cache (never a pending upload, never another cache's).
@@ -74,7 +78,7 @@ impl Services {
     }
 }
 
-fn render_narinfo(row: &PathRow) -> ServiceResult<NarInfo> {
+pub(super) fn render_narinfo(row: &PathRow) -> ServiceResult<NarInfo> {
     let corrupt = |what: &str| ServiceError::Internal(anyhow::anyhow!("stored path {} has a bad {what}", row.store_path));
     let file_hash = Sha256Hash::from_nix32(&row.nar.file_hash).map_err(|_| corrupt("file hash"))?;
     let compression = Compression::from_name(&row.nar.compression).ok_or_else(|| corrupt("compression"))?;

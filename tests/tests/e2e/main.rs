@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod cache_hosts;
 mod isolation;
+mod keys;
 mod openapi;
 mod operator;
 mod substitution;
