@@ -157,6 +157,36 @@ impl Database {
         Ok(())
     }
 
+    /// Registers a client-held public key (no secret).
+    pub async fn add_public_key(&self, cache_id: i64, key_name: &str, public_key: &str) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO signing_keys (cache_id, key_name, public_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
+             ON CONFLICT (cache_id, key_name) DO NOTHING",
+        )
+        .bind(cache_id)
+        .bind(key_name)
+        .bind(public_key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Retires every active key of a cache but `keep`.
+    pub async fn retire_keys_except(&self, cache_id: i64, keep: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query("UPDATE signing_keys SET active = 0 WHERE cache_id = $1 AND key_name <> COALESCE($2, '')")
+            .bind(cache_id)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_signing_mode(&self, cache_id: i64, mode: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE caches SET signing_mode = $2 WHERE id = $1").bind(cache_id).bind(mode).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Retires an active key, unless it is the cache's last one; false if nothing changed.
     pub async fn retire_signing_key(&self, cache_id: i64, key_name: &str) -> anyhow::Result<bool> {
         let result = sqlx::query(

@@ -139,6 +139,17 @@ impl Database {
         .await?)
     }
 
+    pub async fn count_paths(&self, cache_id: i64) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM paths WHERE cache_id = $1").bind(cache_id).fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+
+    /// Withdraws every path of a cache (its NARs stay uploaded to it).
+    pub async fn delete_paths(&self, cache_id: i64) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM paths WHERE cache_id = $1").bind(cache_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_path_sigs(&self, path_id: i64, sigs: &str) -> anyhow::Result<()> {
         sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1").bind(path_id).bind(sigs).execute(&self.pool).await?;
         Ok(())

@@ -11,7 +11,7 @@ use super::body::Credentials;
 use super::errors::ApiError;
 use crate::db::{CacheRow, TokenRow};
 use crate::domain::Permission;
-use crate::services::{CacheChanges, CacheInfo, Principal, ServiceError, Services, TokenRequest};
+use crate::services::{CacheChanges, CacheInfo, Principal, ServiceError, Services, SigningMode, TokenRequest};
 use crate::startup::PublicUrl;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -310,4 +310,55 @@ pub async fn retire_key(services: web::Data<Services>, path: web::Path<(String, 
     let (cache, key) = path.into_inner();
     services.retire_key(&principal, &cache, &key).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyBody {
+    public_key: String,
+}
+
+pub async fn register_public_key(
+    services: web::Data<Services>,
+    path: web::Path<String>,
+    credentials: Credentials,
+    body: web::Json<PublicKeyBody>,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    Ok(HttpResponse::Created().json(services.register_public_key(&principal, &path, &body.public_key).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyBody {
+    secret_key: String,
+}
+
+pub async fn import_secret_key(
+    services: web::Data<Services>,
+    path: web::Path<String>,
+    credentials: Credentials,
+    body: web::Json<SecretKeyBody>,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    Ok(HttpResponse::Created().json(services.import_secret_key(&principal, &path, &body.secret_key).await?))
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningModeBody {
+    mode: SigningMode,
+    #[serde(default)]
+    drop_paths: bool,
+}
+
+pub async fn set_signing_mode(
+    services: web::Data<Services>,
+    path: web::Path<String>,
+    credentials: Credentials,
+    body: web::Json<SigningModeBody>,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    services.set_signing_mode(&principal, &path, body.mode, body.drop_paths).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "mode": body.mode })))
 }

@@ -20,7 +20,7 @@ use crate::storage::Storage;
 pub use access::Principal;
 pub use accounts::{AccountView, LoginLimiter};
 pub use caches::{CacheChanges, CacheInfo, CreatedCache};
-pub use keys::KeyView;
+pub use keys::{KeyView, SigningMode};
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
 pub use substitute::NarDownload;
 pub use tokens::{CreatedToken, TokenRequest, TokenScope, SESSION_LIFETIME};

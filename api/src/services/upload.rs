@@ -15,6 +15,7 @@ use larder_protocol::narinfo::NarInfo;
 use larder_protocol::store_path::StorePath;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::keys::SigningMode;
 use super::{ServiceError, ServiceResult, Services};
 use crate::db::{CacheRow, NarRow, NewNar, NewPath};
 use crate::storage::Upload;
@@ -224,14 +225,17 @@ impl Services {
             )));
         }
 
-        // Server-held signing: the cache's keys sign the fingerprint now, once.
         let fingerprint = info.fingerprint();
-        let sigs: Vec<String> = self
-            .signing_keys(cache)
-            .await?
-            .iter()
-            .map(|key| key.sign(fingerprint.as_bytes()).to_nix_string())
-            .collect();
+        let sigs: Vec<String> = match SigningMode::of(cache) {
+            // Server-held: the cache's keys sign the fingerprint now, once.
+            SigningMode::Server => {
+                self.signing_keys(cache).await?.iter().map(|key| key.sign(fingerprint.as_bytes()).to_nix_string()).collect()
+            }
+            // Client-held: only the owner's own, verified signatures are kept and served.
+            SigningMode::Client => {
+                self.verified_client_signatures(cache, &info.store_path.to_absolute(), &fingerprint, &info.sigs).await?
+            }
+        };
         let refs: Vec<String> = info.references.iter().map(StorePath::base_name).collect();
         let deriver = info.deriver.as_ref().map(StorePath::base_name);
         self.db()

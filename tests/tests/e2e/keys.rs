@@ -1,13 +1,18 @@
-//! Signing key rotation with server-held keys, as the real nix sees it: clients trusting
-//! the old key, the new one or both all substitute during the overlap; after the old key
-//! is retired, only clients trusting the new one do.
+//! Signing keys as the real nix sees them: rotation of server-held keys (clients trusting
+//! the old key, the new one or both all substitute during the overlap; after retirement
+//! only new-key clients do), client-held keys made by `nix key generate-secret`, and
+//! switching between the two.
 
 use larder_api::domain::Permission;
 use larder_tests::{on_both_backends, Nix, TestServer};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-on_both_backends!(rotation_keeps_every_client_working_until_retirement);
+on_both_backends!(
+    rotation_keeps_every_client_working_until_retirement,
+    client_held_keys_sign_every_push,
+    switching_modes_is_explicit,
+);
 
 async fn rotation_keeps_every_client_working_until_retirement(server: &TestServer) {
     let old = server.create_cache("rotating", true).await;
@@ -80,4 +85,108 @@ async fn rotation_keeps_every_client_working_until_retirement(server: &TestServe
     // Only an admin of the cache rotates.
     assert_eq!(server.http.post(&keys_url).bearer_auth(&write).send().await.unwrap().status(), StatusCode::FORBIDDEN);
     assert_eq!(server.http.post(&keys_url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+
+/// A key pair made by the real `nix key generate-secret`: (secret file, public key).
+async fn nix_key(nix: &Nix, dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let secret = nix.run("nix", &["key", "generate-secret", "--key-name", name], "").await.expect_success("nix key generate-secret");
+    let file = dir.join(format!("{name}.secret"));
+    std::fs::write(&file, secret.stdout.trim()).unwrap();
+    let public = tokio::process::Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "key", "convert-secret-to-public"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert!(public.status.success());
+    (file, String::from_utf8(public.stdout).unwrap().trim().to_owned())
+}
+
+async fn client_held_keys_sign_every_push(server: &TestServer) {
+    server.create_cache("own-keys", true).await;
+    let (_, admin) = server.token("own-keys", Permission::Admin).await;
+    let (_, write) = server.token("own-keys", Permission::Write).await;
+    let api = |path: &str| format!("{}/api/v1/caches/own-keys{path}", server.base_url);
+    let mode = server.http.put(api("/signing-mode")).bearer_auth(&admin).json(&serde_json::json!({"mode": "client"})).send().await.unwrap();
+    assert_eq!(mode.status(), StatusCode::OK);
+
+    let nix = Nix::new(server.dir.path());
+    let (secret, public) = nix_key(&nix, server.dir.path(), "own-keys-ci-1").await;
+    let (stranger_secret, _) = nix_key(&nix, server.dir.path(), "stranger-1").await;
+    let registered = server.http.post(api("/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": public})).send().await.unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let bad = server.http.post(api("/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": "nonsense"})).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.http.post(api("/keys")).bearer_auth(&admin).send().await.unwrap().status(), StatusCode::CONFLICT, "no server keys here");
+
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    let url = server.cache_url("own-keys");
+    for (what, to) in [("unsigned", url.clone()), ("signed by another key", format!("{url}?secret-key={}", stranger_secret.display()))] {
+        let refused = nix.run("nix", &["copy", "--to", &to, &top], "").await;
+        assert!(!refused.success, "a push {what} was accepted");
+        assert!(refused.stderr.contains("no valid signature") && refused.stderr.contains("own-keys-ci-1"), "{what}: {}", refused.stderr);
+        assert_eq!(server.count_rows("paths").await, 0, "{what}: nothing published");
+    }
+    nix.run("nix", &["copy", "--to", &format!("{url}?secret-key={}", secret.display()), &top], "").await.expect_success("signed push");
+
+    // Served: exactly the client's signature, the one nix made (ed25519 is deterministic).
+    let hash = &top["/nix/store/".len()..][..32];
+    let text = server.http.get(format!("{url}/{hash}.narinfo")).send().await.unwrap().text().await.unwrap();
+    let info = larder_protocol::narinfo::NarInfo::parse(&text).unwrap();
+    let ours = larder_protocol::signing::SecretKey::parse(&std::fs::read_to_string(&secret).unwrap()).unwrap();
+    assert_eq!(info.sigs, vec![ours.sign(info.fingerprint().as_bytes()).to_nix_string()]);
+    let to = format!("local?root={}", nix.fresh_store("client-held").display());
+    nix.run("nix", &["copy", "--from", &url, "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {public}"))
+        .await
+        .expect_success("substitute with the client's public key");
+}
+
+async fn switching_modes_is_explicit(server: &TestServer) {
+    let cache = server.create_cache("switching", true).await;
+    let (_, admin) = server.token("switching", Permission::Admin).await;
+    let (_, write) = server.token("switching", Permission::Write).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &server.cache_url("switching"), &top], "").await.expect_success("push");
+    let paths = server.count_rows("paths").await;
+    let set = |body: Value| server.http.put(format!("{}/api/v1/caches/switching/signing-mode", server.base_url)).bearer_auth(&admin).json(&body).send();
+
+    // Server → client with paths: refused unless they are dropped.
+    let refused = set(serde_json::json!({"mode": "client"})).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(server.count_rows("paths").await, paths, "nothing changed");
+    assert_eq!(set(serde_json::json!({"mode": "client", "drop_paths": true})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(server.count_rows("paths").await, 0);
+    let hash = &top["/nix/store/".len()..][..32];
+    let narinfo = format!("{}/{hash}.narinfo", server.cache_url("switching"));
+    assert_eq!(server.http.get(&narinfo).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // Client → server: a fresh server key; pushes are signed by the server again.
+    let (secret, public) = nix_key(&nix, server.dir.path(), "switching-own-1").await;
+    let keys = format!("{}/api/v1/caches/switching", server.base_url);
+    server.http.post(format!("{keys}/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": public})).send().await.unwrap();
+    nix.run("nix", &["copy", "--to", &format!("{}?secret-key={}", server.cache_url("switching"), secret.display()), &top], "")
+        .await
+        .expect_success("signed push in client mode");
+    assert_eq!(set(serde_json::json!({"mode": "server"})).await.unwrap().status(), StatusCode::OK);
+    let info: Value = server.http.get(&keys).send().await.unwrap().json().await.unwrap();
+    let server_key = info["public_keys"][0].as_str().unwrap().to_owned();
+    assert_eq!(info["public_keys"].as_array().unwrap().len(), 1);
+    assert!(server_key.starts_with("switching-2:") && server_key != cache.public_key, "{server_key}");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = server.http.get(&narinfo).send().await.unwrap().text().await.unwrap();
+        if text.contains("Sig: switching-2:") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("Sig: switching-2:") && !text.contains("Sig: switching-own-1:"), "{text}");
+    let to = format!("local?root={}", nix.fresh_store("back-to-server").display());
+    nix.run("nix", &["copy", "--from", &server.cache_url("switching"), "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {server_key}"))
+        .await
+        .expect_success("substitute after switching back to server-held keys");
 }
