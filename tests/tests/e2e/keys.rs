@@ -12,6 +12,7 @@ on_both_backends!(
     rotation_keeps_every_client_working_until_retirement,
     client_held_keys_sign_every_push,
     switching_modes_is_explicit,
+    no_secret_is_stored_in_clear,
 );
 
 async fn rotation_keeps_every_client_working_until_retirement(server: &TestServer) {
@@ -189,4 +190,71 @@ async fn switching_modes_is_explicit(server: &TestServer) {
     nix.run("nix", &["copy", "--from", &server.cache_url("switching"), "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {server_key}"))
         .await
         .expect_success("substitute after switching back to server-held keys");
+}
+
+
+/// Reads the whole database (the SQLite files, or a pg_dump) and every file of the data
+/// directory, and finds no signing secret and no token in any clear form.
+async fn no_secret_is_stored_in_clear(server: &TestServer) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    server.create_cache("secrets", false).await;
+    let (_, admin) = server.token("secrets", Permission::Admin).await;
+    let (_, read) = server.token("secrets", Permission::Read).await;
+    let imported = larder_protocol::signing::SecretKey::generate("secrets-imported-1").unwrap();
+    let response = server
+        .http
+        .post(format!("{}/api/v1/caches/secrets/secret-key", server.base_url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"secret_key": imported.to_nix_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(!response.text().await.unwrap().contains(&imported.to_nix_string()[19..]), "the API echoes no secret");
+
+    // Open the sealed keys the way the server does, to know what must not appear.
+    let master = larder_api::config::load_or_create_secret(None, &server.data_dir().join("master.key"), "master key").unwrap();
+    let master = larder_api::signing::MasterKey::new(master);
+    let pool = server.db().await;
+    let rows: Vec<(String, Option<Vec<u8>>, Option<String>)> =
+        sqlx::query_as("SELECT key_name, encrypted_secret, master_key_id FROM signing_keys").fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, sealed, master_id) in rows {
+        let key = master.open(&name, &sealed.expect("server-held"), master_id.as_deref()).unwrap();
+        let pair = key.to_keypair_bytes();
+        needles.push((format!("{name}: secret key (nix form)"), key.to_nix_string().into_bytes()));
+        needles.push((format!("{name}: base64 of the key pair"), b64.encode(pair).into_bytes()));
+        needles.push((format!("{name}: seed bytes"), pair[..32].to_vec()));
+        needles.push((format!("{name}: seed hex"), hex_lower(&pair[..32]).into_bytes()));
+        needles.push((format!("{name}: seed base64"), b64.encode(&pair[..32]).trim_end_matches('=').as_bytes().to_vec()));
+    }
+    assert_eq!(needles.len(), 10, "two keys: generated and imported");
+    for token in [&admin, &read] {
+        needles.push(("a token".into(), token.as_bytes().to_vec()));
+        needles.push(("a token's signature".into(), token.rsplit('.').next().unwrap().as_bytes().to_vec()));
+    }
+
+    let mut haystacks: Vec<(String, Vec<u8>)> = Vec::new();
+    for file in larder_tests::backends::files_below(&server.data_dir()) {
+        haystacks.push((file.clone(), std::fs::read(server.data_dir().join(&file)).unwrap()));
+    }
+    if server.settings.database_url().starts_with("postgres") {
+        let dump = std::process::Command::new("pg_dump").arg("--data-only").arg(server.settings.database_url()).output().unwrap();
+        assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+        assert!(String::from_utf8_lossy(&dump.stdout).contains("secrets-imported-1"), "the dump holds the data");
+        haystacks.push(("pg_dump".into(), dump.stdout));
+    } else {
+        assert!(haystacks.iter().any(|(name, _)| name == "larder.db"), "the SQLite file is read");
+    }
+    for (name, bytes) in &haystacks {
+        for (what, needle) in &needles {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_slice()), "{what} found in clear in {name}");
+        }
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
