@@ -47,6 +47,8 @@ pub struct NewCache<'a> {
     pub master_key_id: &'a str,
 }
 
+const KEY_COLUMNS: &str = "id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at";
+
 const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at, owner_id, description";
 
 impl Database {
@@ -132,10 +134,7 @@ impl Database {
 
     /// All of the cache's keys, active or retired, oldest first.
     pub async fn signing_keys_of(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at \
-             FROM signing_keys WHERE cache_id = $1 ORDER BY id",
-        )
+        Ok(sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 ORDER BY id"))
         .bind(cache_id)
         .fetch_all(&self.pool)
         .await?)
@@ -202,10 +201,7 @@ impl Database {
 
     /// The cache's active keys, oldest first.
     pub async fn active_signing_keys(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at \
-             FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id",
-        )
+        Ok(sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id"))
         .bind(cache_id)
         .fetch_all(&self.pool)
         .await?)

@@ -233,8 +233,8 @@ struct TokenCreated {
     token: String,
 }
 
-async fn token_view(services: &Services, principal: &Principal, row: TokenRow) -> Result<TokenView, ApiError> {
-    let caches = services.my_caches(principal).await?;
+/// A token as the API shows it, its caches named from `caches` (the caller's own).
+async fn token_view(services: &Services, caches: &[CacheRow], row: TokenRow) -> Result<TokenView, ApiError> {
     let name_of = |id: i64| caches.iter().find(|c| c.id == id).map(|c| c.name.clone());
     let limits = services.db().token_cache_limits(&row.id).await.map_err(ServiceError::from)?;
     let TokenRow { id, kind, cache_id, permission, description, created_at, expires_at, revoked_at, last_used_at, .. } = row;
@@ -254,9 +254,10 @@ async fn token_view(services: &Services, principal: &Principal, row: TokenRow) -
 
 pub async fn list_tokens(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
+    let caches = services.my_caches(&principal).await?;
     let mut views = Vec::new();
     for row in services.my_tokens(&principal).await? {
-        views.push(token_view(&services, &principal, row).await?);
+        views.push(token_view(&services, &caches, row).await?);
     }
     Ok(HttpResponse::Ok().json(views))
 }
@@ -278,7 +279,8 @@ pub async fn create_token(services: web::Data<Services>, credentials: Credential
         other => other.map(Duration::from_secs),
     };
     let created = services.create_token_for(&principal, request, permission, expires_in, &body.description).await?;
-    let view = token_view(&services, &principal, created.row).await?;
+    let caches = services.my_caches(&principal).await?;
+    let view = token_view(&services, &caches, created.row).await?;
     Ok(HttpResponse::build(StatusCode::CREATED).json(TokenCreated { view, token: created.secret }))
 }
 

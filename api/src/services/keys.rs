@@ -40,12 +40,7 @@ impl Services {
         if SigningMode::of(&cache) != SigningMode::Server {
             return Err(ServiceError::Conflict("this cache's keys are client-held: register public keys instead".into()));
         }
-        let keys = self.db().signing_keys_of(cache.id).await?;
-        let next = keys.iter().filter_map(|k| k.key_name.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
-        let key = SecretKey::generate(&format!("{}-{next}", cache.name)).map_err(anyhow::Error::from)?;
-        let sealed = self.inner.master_key.seal(&key)?;
-        let public_key = key.public_key().to_nix_string();
-        self.db().add_signing_key(cache.id, key.name(), &public_key, &sealed, self.inner.master_key.id()).await?;
+        let key = self.generate_server_key(&cache).await?;
         tracing::info!(cache = %cache.name, key = key.name(), "added signing key");
         let view = self.key_view(&cache, key.name()).await?;
         self.resign_in_background(cache);
@@ -148,8 +143,7 @@ impl Services {
         if self.db().signing_keys_of(cache.id).await?.iter().any(|k| k.key_name == key.name()) {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
-        let sealed = self.inner.master_key.seal(&key)?;
-        self.db().add_signing_key(cache.id, key.name(), &key.public_key().to_nix_string(), &sealed, self.inner.master_key.id()).await?;
+        self.store_server_key(&cache, &key).await?;
         tracing::info!(cache = %cache.name, key = key.name(), "imported signing key");
         self.resign_in_background(cache.clone());
         self.key_view(&cache, key.name()).await
@@ -178,16 +172,30 @@ impl Services {
             }
             SigningMode::Server => {
                 self.db().set_signing_mode(cache.id, mode.as_str()).await?;
-                let keys = self.db().signing_keys_of(cache.id).await?;
-                let next = keys.iter().filter_map(|k| k.key_name.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
-                let key = SecretKey::generate(&format!("{}-{next}", cache.name)).map_err(anyhow::Error::from)?;
-                let sealed = self.inner.master_key.seal(&key)?;
-                self.db().add_signing_key(cache.id, key.name(), &key.public_key().to_nix_string(), &sealed, self.inner.master_key.id()).await?;
+                let key = self.generate_server_key(&cache).await?;
                 self.db().retire_keys_except(cache.id, Some(key.name())).await?;
                 self.resign_in_background(cache.clone());
             }
         }
         tracing::info!(cache = %cache.name, mode = mode.as_str(), "switched signing mode");
+        Ok(())
+    }
+
+    /// Generates the cache's next server-held key, `{cache}-{n}` with `n` one past the
+    /// highest number used so far, and stores it active.
+    async fn generate_server_key(&self, cache: &CacheRow) -> ServiceResult<SecretKey> {
+        let keys = self.db().signing_keys_of(cache.id).await?;
+        let next = keys.iter().filter_map(|k| k.key_name.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
+        let key = SecretKey::generate(&format!("{}-{next}", cache.name)).map_err(anyhow::Error::from)?;
+        self.store_server_key(cache, &key).await?;
+        Ok(key)
+    }
+
+    /// Seals a secret key under the master key and stores it as an active key of the cache.
+    async fn store_server_key(&self, cache: &CacheRow, key: &SecretKey) -> ServiceResult<()> {
+        let sealed = self.inner.master_key.seal(key)?;
+        let public_key = key.public_key().to_nix_string();
+        self.db().add_signing_key(cache.id, key.name(), &public_key, &sealed, self.inner.master_key.id()).await?;
         Ok(())
     }
 
