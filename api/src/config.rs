@@ -42,6 +42,17 @@ pub struct Settings {
     pub max_nar_size: u64,
     /// Largest narinfo, listing or build log accepted on upload, in bytes.
     pub max_small_upload: u64,
+    /// Largest `.ls` listing kept for a NAR, in bytes; a NAR with a larger one is still
+    /// accepted, without a listing.
+    pub max_listing_size: u64,
+    /// Uploads (NARs, build logs) one token may have in flight at once; more get 429.
+    pub max_uploads_per_token: u32,
+    /// Seconds a client may pause while sending a request body before the request is
+    /// answered 408 and the connection closed.
+    pub body_timeout_secs: u64,
+    /// Slowest average body rate, in bytes per second, once `body_timeout_secs` have
+    /// passed (0 for none): a trickling body is cut off like a stalled one.
+    pub min_body_rate: u64,
     /// Priority announced in nix-cache-info for caches that do not set their own.
     pub default_priority: i64,
 }
@@ -72,6 +83,10 @@ impl Default for Settings {
             token_secret: None,
             max_nar_size: 64 << 30,
             max_small_upload: 64 << 20,
+            max_listing_size: larder_protocol::nar::DEFAULT_MAX_LISTING_SIZE as u64,
+            max_uploads_per_token: 32,
+            body_timeout_secs: 30,
+            min_body_rate: 1024,
             default_priority: 41,
         }
     }
@@ -120,6 +135,12 @@ impl Settings {
         if self.max_nar_size == 0 || self.max_small_upload == 0 {
             bail!("invalid configuration: max_nar_size and max_small_upload must be positive");
         }
+        if self.max_uploads_per_token == 0 || self.body_timeout_secs == 0 {
+            bail!("invalid configuration: max_uploads_per_token and body_timeout_secs must be positive");
+        }
+        if usize::try_from(self.max_listing_size).is_err() {
+            bail!("invalid configuration: max_listing_size is too large for this machine");
+        }
         Ok(())
     }
 
@@ -146,12 +167,13 @@ impl Settings {
     }
 }
 
-/// `LARDER_*` variables that are not settings: read by the CLI (`LARDER_CONFIG`), the log
-/// set-up (`LARDER_LOG_FORMAT`) and the test suite (`LARDER_TEST_*`). Any other is a
-/// setting, so a misspelt one is reported rather than ignored.
+/// `LARDER_*` variables that are not settings: read by the CLI (`LARDER_CONFIG`,
+/// `LARDER_PORT_FILE`), the log set-up (`LARDER_LOG_FORMAT`) and the test suite
+/// (`LARDER_TEST_*`). Any other is a setting, so a misspelt one is reported rather than
+/// ignored.
 fn is_setting_variable(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    !(key == "config" || key == "log_format" || key.starts_with("test_"))
+    !(key == "config" || key == "port_file" || key == "log_format" || key.starts_with("test_"))
 }
 
 /// Reads a 32-byte secret from config, or from `file` in the data directory, creating the

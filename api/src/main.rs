@@ -13,6 +13,10 @@ struct Cli {
     /// TOML configuration file; LARDER_* environment variables override it.
     #[arg(long, global = true, env = "LARDER_CONFIG")]
     config: Option<PathBuf>,
+    /// With `serve`: once listening, write the bound port to this file (for scripts that
+    /// start the server on port 0).
+    #[arg(long, global = true, env = "LARDER_PORT_FILE")]
+    port_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -33,7 +37,7 @@ fn main() -> ExitCode {
     larder_api::telemetry::init();
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(run(settings, cli.command.unwrap_or(Command::Serve)))
+        runtime.block_on(run(settings, cli.command.unwrap_or(Command::Serve), cli.port_file))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,11 +48,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+async fn run(settings: Settings, command: Command, port_file: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             // actix runs on the tokio runtime started in main.
             let app = Application::build(settings).await?;
+            if let Some(path) = port_file {
+                write_port_file(&path, app.port())?;
+            }
             app.run_until_stopped().await?;
         }
         Command::Migrate => {
@@ -58,4 +65,12 @@ async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
         Command::Admin(command) => admin::run(&settings, command).await?,
     }
     Ok(())
+}
+
+/// Writes the port whole or not at all (a reader polling the file never sees half of it).
+fn write_port_file(path: &std::path::Path, port: u16) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, format!("{port}\n")).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -2,9 +2,10 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpServer};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
@@ -56,6 +57,8 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
     let limits = Limits {
         max_nar_size: settings.max_nar_size,
         max_small_upload: settings.max_small_upload,
+        max_listing_size: usize::try_from(settings.max_listing_size).unwrap_or(usize::MAX),
+        max_uploads_per_token: settings.max_uploads_per_token,
         default_priority: settings.default_priority,
     };
     Ok(Services::new(db, storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits))
@@ -72,11 +75,16 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let services = build_services(&settings).await?;
         storage_ready(&services).await?;
+        remove_stale_uploads(&services, &settings).await;
         let listener = TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let public_url = PublicUrl(settings.public_url.clone());
         let data = web::Data::new(services.clone());
         let base_domain = settings.base_domain.clone().map(|d| d.to_ascii_lowercase());
+        let body_timeouts = crate::routes::BodyTimeouts {
+            stall: Duration::from_secs(settings.body_timeout_secs),
+            min_rate: settings.min_body_rate,
+        };
         let server = HttpServer::new(move || {
             let base_domain = base_domain.clone();
             App::new()
@@ -84,6 +92,9 @@ impl Application {
                     if let Some(domain) = &base_domain {
                         crate::routes::cache_hosts::rewrite(&mut req, domain);
                     }
+                    // Every body, authenticated or not, is read against the deadlines.
+                    let payload = req.take_payload();
+                    req.set_payload(body_timeouts.apply(payload));
                     service.call(req)
                 })
                 .wrap(TracingLogger::default())
@@ -116,6 +127,22 @@ impl Application {
         let result = self.server.await;
         self.services.db().close().await;
         result
+    }
+}
+
+/// What uploads cut short by a crash left behind. An upload still running on another node
+/// touches its temporary file at least every few `body_timeout_secs` (slower bodies are
+/// cut off), so anything untouched for far longer belongs to no live upload. S3 tells
+/// only when an upload began, hence a day there.
+async fn remove_stale_uploads(services: &Services, settings: &Settings) {
+    let older_than = match settings.storage {
+        crate::config::StorageKind::Fs => Duration::from_secs((4 * settings.body_timeout_secs).max(15 * 60)),
+        crate::config::StorageKind::S3 => Duration::from_secs((4 * settings.body_timeout_secs).max(24 * 3600)),
+    };
+    match services.storage().remove_stale_uploads(older_than).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed what interrupted uploads left behind"),
+        Err(error) => tracing::warn!(error = ?error, "could not remove what interrupted uploads left behind"),
     }
 }
 

@@ -1,11 +1,15 @@
 //! Shared harness for Larder's end-to-end tests: a real server per test on either backend
 //! pair, the real nix client in isolation, and helpers to inspect what was stored.
 
+pub mod api;
 pub mod backends;
 pub mod nix;
+pub mod raw_http;
 pub mod server;
 
+pub use api::{Api, PASSPHRASE};
 pub use nix::{assert_same_tree, Nix, NixRun};
+pub use larder_api::config::Settings;
 pub use server::{run_on, Backend, TestCache, TestServer};
 
 /// Hex-free nix32 sha256 of bytes, as NAR URLs and narinfos name them.

@@ -186,16 +186,19 @@ impl TestServer {
 }
 
 /// Declares each test once per backend pair, `sqlite_fs::<name>` and `postgres_s3::<name>`.
-/// The test is an `async fn(&TestServer)`; the server, its database and its bucket are
-/// removed whatever the outcome, then a failure is re-raised.
+/// The test is an `async fn(&TestServer)`; `name with adjust` first lets
+/// `fn adjust(&mut Settings)` change the server's settings. The server, its database and its
+/// bucket are removed whatever the outcome, then a failure is re-raised.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident $(with $adjust:ident)?),* $(,)?) => {
         mod sqlite_fs {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    $crate::run_on($crate::Backend::SqliteFs, |server| Box::pin(super::$name(server))).await;
+                    let adjust: fn(&mut $crate::Settings) = |_| {};
+                    $(let adjust: fn(&mut $crate::Settings) = super::$adjust;)?
+                    $crate::run_on($crate::Backend::SqliteFs, adjust, |server| Box::pin(super::$name(server))).await;
                 }
             )*
         }
@@ -203,20 +206,23 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    $crate::run_on($crate::Backend::PostgresS3, |server| Box::pin(super::$name(server))).await;
+                    let adjust: fn(&mut $crate::Settings) = |_| {};
+                    $(let adjust: fn(&mut $crate::Settings) = super::$adjust;)?
+                    $crate::run_on($crate::Backend::PostgresS3, adjust, |server| Box::pin(super::$name(server))).await;
                 }
             )*
         }
     };
 }
 
-/// Runs one test body against a fresh server, cleaning up even when it panics.
-pub async fn run_on<F>(backend: Backend, test: F)
+/// Runs one test body against a fresh server (its settings changed by `adjust`), cleaning
+/// up even when it panics.
+pub async fn run_on<F>(backend: Backend, adjust: fn(&mut Settings), test: F)
 where
     F: for<'a> FnOnce(&'a TestServer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>,
 {
     use futures_util::FutureExt;
-    let server = TestServer::start(backend).await;
+    let server = TestServer::start_with(backend, adjust).await;
     let outcome = std::panic::AssertUnwindSafe(test(&server)).catch_unwind().await;
     server.stop().await;
     if let Err(panic) = outcome {

@@ -119,6 +119,7 @@ on_both_backends!(
     second_commit_replaces_object,
     small_and_empty_objects,
     health_check_passes,
+    stale_uploads_are_removed,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -282,6 +283,26 @@ async fn dropped_upload_leaves_nothing(b: &Backend) {
         Vec::<String>::new(),
         "left behind by a dropped upload"
     );
+}
+
+/// What a crash leaves (an upload neither committed, aborted nor dropped) goes only when it
+/// is older than asked.
+async fn stale_uploads_are_removed(b: &Backend) {
+    let mut upload = b.storage.begin_upload("nar/crashed.nar").await.unwrap();
+    // Past one S3 part, so that a multipart upload exists.
+    for i in 0..10 {
+        upload.write(Bytes::from(pseudo_random(MIB, i))).await.unwrap();
+    }
+    std::mem::forget(upload);
+    let left = b.leftovers().await;
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    assert_eq!(b.storage.remove_stale_uploads(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(b.leftovers().await, left, "a recent upload was removed");
+    // S3 dates uploads to the second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.storage.remove_stale_uploads(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(b.leftovers().await, Vec::<String>::new());
 }
 
 async fn multipart_upload_round_trips(b: &Backend) {

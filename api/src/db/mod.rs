@@ -19,6 +19,10 @@ pub use caches::{CacheRow, NewCache, SigningKeyRow};
 pub use nars::{NarRow, NewNar, NewPath, PathRow};
 pub use tokens::TokenRow;
 
+/// How many values one statement binds at most when a query takes a list (SQLite's and
+/// Postgres's limits are far above it); longer lists are sent in chunks of this size.
+const MAX_BINDS_PER_QUERY: usize = 500;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

@@ -155,20 +155,20 @@ impl Database {
         Ok(())
     }
 
-    /// Which of these hash parts this cache has no published path for.
+    /// Which of these hash parts this cache has no published path for: one query per
+    /// [`super::MAX_BINDS_PER_QUERY`] hash parts, never one per path.
     pub async fn missing_paths(&self, cache_id: i64, hash_parts: &[String]) -> anyhow::Result<Vec<String>> {
-        let mut missing = Vec::new();
-        for hash_part in hash_parts {
-            let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM paths WHERE cache_id = $1 AND hash_part = $2")
-                .bind(cache_id)
-                .bind(hash_part)
-                .fetch_optional(&self.pool)
-                .await?;
-            if found.is_none() {
-                missing.push(hash_part.clone());
+        let mut present = std::collections::HashSet::new();
+        for chunk in hash_parts.chunks(super::MAX_BINDS_PER_QUERY) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!("SELECT hash_part FROM paths WHERE cache_id = $1 AND hash_part IN ({})", placeholders.join(", "));
+            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(cache_id);
+            for hash_part in chunk {
+                query = query.bind(hash_part);
             }
+            present.extend(query.fetch_all(&self.pool).await?.into_iter().map(|(hash_part,)| hash_part));
         }
-        Ok(missing)
+        Ok(hash_parts.iter().filter(|h| !present.contains(*h)).cloned().collect())
     }
 
     /// Publishes a path, or replaces what an earlier push published for it (idempotent).

@@ -13,6 +13,9 @@ pub struct TokenRow {
     /// For personal tokens and sessions: the account they act for.
     pub account_id: Option<i64>,
     pub kind: String,
+    /// For personal tokens: 1 if it acts only on the caches listed in `token_caches`
+    /// (possibly none left), 0 if on all of its account's.
+    pub limited: i64,
     pub permission: String,
     pub description: String,
     pub created_at: i64,
@@ -26,24 +29,38 @@ pub struct TokenRow {
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
 const TOKEN_COLUMNS: &str =
-    "id, cache_id, account_id, kind, permission, description, created_at, expires_at, revoked_at, last_used_at";
+    "id, cache_id, account_id, kind, limited, permission, description, created_at, expires_at, revoked_at, last_used_at";
 
 impl Database {
-    pub async fn insert_token(&self, token: &TokenRow) -> anyhow::Result<()> {
+    /// Stores a token with the caches it is limited to, in one transaction: a token is
+    /// never visible without its limits.
+    pub async fn insert_token(&self, token: &TokenRow, limited_to: &[i64]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tokens (id, cache_id, account_id, kind, permission, description, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO tokens (id, cache_id, account_id, kind, limited, permission, description, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&token.id)
         .bind(token.cache_id)
         .bind(token.account_id)
         .bind(&token.kind)
+        .bind(token.limited)
         .bind(&token.permission)
         .bind(&token.description)
         .bind(token.created_at)
         .bind(token.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for chunk in limited_to.chunks(super::MAX_BINDS_PER_QUERY) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+            let sql = format!("INSERT INTO token_caches (token_id, cache_id) VALUES {} ON CONFLICT DO NOTHING", values.join(", "));
+            let mut query = sqlx::query(&sql).bind(&token.id);
+            for cache_id in chunk {
+                query = query.bind(cache_id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -64,25 +81,30 @@ impl Database {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Limits a personal token to these caches.
-    pub async fn limit_token_to(&self, token_id: &str, cache_ids: &[i64]) -> anyhow::Result<()> {
-        for cache_id in cache_ids {
-            sqlx::query("INSERT INTO token_caches (token_id, cache_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(token_id)
-                .bind(cache_id)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The caches a personal token is limited to; empty means all of its account's.
+    /// The caches a limited personal token may act on (those that still exist).
     pub async fn token_cache_limits(&self, token_id: &str) -> anyhow::Result<Vec<i64>> {
         let rows: Vec<(i64,)> = sqlx::query_as("SELECT cache_id FROM token_caches WHERE token_id = $1 ORDER BY cache_id")
             .bind(token_id)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The cache limits of every limited token of an account, in one query: token id →
+    /// the caches it may act on.
+    pub async fn token_limits_of(&self, account_id: i64) -> anyhow::Result<std::collections::HashMap<String, Vec<i64>>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tc.token_id, tc.cache_id FROM token_caches tc JOIN tokens t ON t.id = tc.token_id \
+             WHERE t.account_id = $1 ORDER BY tc.token_id, tc.cache_id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut limits: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+        for (token_id, cache_id) in rows {
+            limits.entry(token_id).or_default().push(cache_id);
+        }
+        Ok(limits)
     }
 
     /// Tokens an account may see: its personal tokens and the tokens of the caches it owns

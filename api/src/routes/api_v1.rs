@@ -11,7 +11,7 @@ use super::body::Credentials;
 use super::errors::ApiError;
 use crate::db::{CacheRow, TokenRow};
 use crate::domain::Permission;
-use crate::services::{CacheChanges, CacheInfo, Principal, ServiceError, Services, SigningMode, TokenRequest};
+use crate::services::{CacheChanges, CacheInfo, ListedToken, Principal, ServiceError, Services, SigningMode, TokenRequest};
 use crate::startup::PublicUrl;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -23,6 +23,7 @@ pub fn json_config() -> web::JsonConfig {
         let service_error = match &error {
             E::OverflowKnownLength { .. } | E::Overflow { .. } => ServiceError::PayloadTooLarge { limit: 64 * 1024 },
             E::ContentType => ServiceError::BadRequest("expected a JSON body with Content-Type: application/json".into()),
+            E::Payload(payload) if super::body::timed_out(payload) => ServiceError::RequestTimeout,
             other => ServiceError::BadRequest(format!("invalid JSON body: {other}")),
         };
         ApiError(service_error).into()
@@ -216,6 +217,9 @@ struct TokenView {
     id: String,
     kind: String,
     cache: Option<String>,
+    /// For personal tokens: true if it acts only on `caches` (which may have become empty
+    /// when they were deleted: then it acts on nothing).
+    limited: bool,
     caches: Vec<String>,
     permission: String,
     description: String,
@@ -233,32 +237,30 @@ struct TokenCreated {
     token: String,
 }
 
-/// A token as the API shows it, its caches named from `caches` (the caller's own).
-async fn token_view(services: &Services, caches: &[CacheRow], row: TokenRow) -> Result<TokenView, ApiError> {
+/// A token as the API shows it, its caches named from `caches` (those the caller sees).
+fn token_view(caches: &[CacheRow], token: ListedToken) -> TokenView {
     let name_of = |id: i64| caches.iter().find(|c| c.id == id).map(|c| c.name.clone());
-    let limits = services.db().token_cache_limits(&row.id).await.map_err(ServiceError::from)?;
-    let TokenRow { id, kind, cache_id, permission, description, created_at, expires_at, revoked_at, last_used_at, .. } = row;
-    Ok(TokenView {
+    let ListedToken { row, limited_to } = token;
+    let TokenRow { id, kind, cache_id, limited, permission, description, created_at, expires_at, revoked_at, last_used_at, .. } = row;
+    TokenView {
         id,
         kind,
         cache: cache_id.and_then(name_of),
-        caches: limits.into_iter().filter_map(name_of).collect(),
+        limited: limited != 0,
+        caches: limited_to.into_iter().filter_map(name_of).collect(),
         permission,
         description,
         created_at,
         expires_at,
         revoked_at,
         last_used_at,
-    })
+    }
 }
 
 pub async fn list_tokens(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let caches = services.my_caches(&principal).await?;
-    let mut views = Vec::new();
-    for row in services.my_tokens(&principal).await? {
-        views.push(token_view(&services, &caches, row).await?);
-    }
+    let views: Vec<TokenView> = services.my_tokens(&principal).await?.into_iter().map(|t| token_view(&caches, t)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
@@ -280,7 +282,7 @@ pub async fn create_token(services: web::Data<Services>, credentials: Credential
     };
     let created = services.create_token_for(&principal, request, permission, expires_in, &body.description).await?;
     let caches = services.my_caches(&principal).await?;
-    let view = token_view(&services, &caches, created.row).await?;
+    let view = token_view(&caches, ListedToken { row: created.row, limited_to: created.limited_to });
     Ok(HttpResponse::build(StatusCode::CREATED).json(TokenCreated { view, token: created.secret }))
 }
 

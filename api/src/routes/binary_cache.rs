@@ -12,6 +12,7 @@ use crate::db::CacheRow;
 use crate::domain::Permission;
 use crate::services::{Principal, ServiceError, Services};
 use crate::storage::{ByteRange, Object};
+use larder_protocol::narinfo::MAX_NARINFO_SIZE;
 
 type NixResult = Result<HttpResponse, NixError>;
 
@@ -90,7 +91,8 @@ pub async fn put_file(
 ) -> NixResult {
     let (cache_name, file) = path.into_inner();
     let (cache, _) = access(&services, &cache_name, &credentials, Permission::Write).await?;
-    let body = body::read_small(&req, payload, services.limits().max_small_upload).await?;
+    let limit = services.limits().max_small_upload.min(MAX_NARINFO_SIZE as u64);
+    let body = body::read_small(&req, payload, limit).await?;
     if let Some(hash_part) = file.strip_suffix(".narinfo") {
         let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("narinfo is not UTF-8".into()))?;
         services.commit_narinfo(&cache, hash_part, text).await?;
@@ -161,7 +163,8 @@ pub async fn put_nar(
     payload: web::Payload,
 ) -> NixResult {
     let (cache_name, file) = path.into_inner();
-    let (cache, _) = access(&services, &cache_name, &credentials, Permission::Write).await?;
+    let (cache, principal) = access(&services, &cache_name, &credentials, Permission::Write).await?;
+    let _slot = services.upload_slot(principal.as_ref().ok_or(ServiceError::Unauthorized(crate::services::NO_ACCESS))?)?;
     services.receive_nar(&cache, &file, body::content_length(&req), body::stream(payload)).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -182,7 +185,8 @@ pub async fn put_log(
     payload: web::Payload,
 ) -> NixResult {
     let (cache_name, drv) = path.into_inner();
-    let (cache, _) = access(&services, &cache_name, &credentials, Permission::Write).await?;
+    let (cache, principal) = access(&services, &cache_name, &credentials, Permission::Write).await?;
+    let _slot = services.upload_slot(principal.as_ref().ok_or(ServiceError::Unauthorized(crate::services::NO_ACCESS))?)?;
     services.receive_build_log(&cache, &drv, body::stream(payload)).await?;
     Ok(HttpResponse::Ok().finish())
 }

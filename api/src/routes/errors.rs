@@ -13,7 +13,8 @@ fn status(error: &ServiceError) -> StatusCode {
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        ServiceError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -35,9 +36,12 @@ fn builder(error: &ServiceError) -> actix_web::HttpResponseBuilder {
         ServiceError::Unauthorized(_) => {
             response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="larder""#));
         }
-        // Login throttling refills within a minute.
-        ServiceError::TooManyRequests(_) => {
-            response.insert_header((header::RETRY_AFTER, "60"));
+        ServiceError::TooManyRequests { retry_after, .. } => {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        }
+        // The rest of a stalled body is not worth waiting for: drop the connection.
+        ServiceError::RequestTimeout => {
+            response.force_close();
         }
         _ => {}
     }

@@ -9,6 +9,8 @@ mod health;
 
 use actix_web::{web, HttpResponse};
 
+pub use body::BodyTimeouts;
+
 /// Declares the /api/v1 routes once, for both the router and `API_V1_ROUTES` (which the
 /// tests hold against openapi.yaml).
 macro_rules! api_v1_routes {

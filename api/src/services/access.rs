@@ -12,10 +12,13 @@ pub struct Principal {
     pub cache_id: Option<i64>,
     pub account_id: Option<i64>,
     pub permission: Permission,
-    /// For account tokens: the only caches it may act on; empty means all the account's.
-    pub limited_to: Vec<i64>,
+    /// For personal tokens limited to some caches: the only ones it may act on (maybe none
+    /// left, if they were deleted). `None`: all of its account's.
+    pub limited_to: Option<Vec<i64>>,
     /// A login session (rather than a personal or cache token).
     pub is_session: bool,
+    /// When the token stops working, if ever; a token it creates may not outlive it.
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {
@@ -23,13 +26,44 @@ impl Principal {
     pub fn permission_on(&self, cache: &CacheRow) -> Option<Permission> {
         let own_cache = self.cache_id == Some(cache.id);
         let owners_token = self.account_id.is_some() && cache.owner_id == self.account_id;
-        let within_limits = self.limited_to.is_empty() || self.limited_to.contains(&cache.id);
+        let within_limits = self.limited_to.as_ref().map_or(true, |caches| caches.contains(&cache.id));
         (own_cache || (owners_token && within_limits)).then_some(self.permission)
     }
 
     /// The account this token acts for (personal tokens and sessions).
     pub fn account(&self) -> ServiceResult<i64> {
         self.account_id.ok_or(ServiceError::Forbidden { action: "manage an account (use a personal token or log in)", has: self.permission })
+    }
+
+    /// The account, for what concerns the whole account (its password, its deletion, new
+    /// caches): a login session or an unlimited personal admin token, never a token limited
+    /// to some caches or a cache token.
+    pub fn whole_account_admin(&self) -> ServiceResult<i64> {
+        let account_id = self.account()?;
+        if self.limited_to.is_some() {
+            return Err(ServiceError::Forbidden {
+                action: "act on the whole account (it is limited to some caches: log in or use an unlimited personal token)",
+                has: self.permission,
+            });
+        }
+        self.require(Permission::Admin, "act on the whole account")?;
+        Ok(account_id)
+    }
+
+    /// The account, for managing tokens within this token's own reach (a limited token
+    /// manages only tokens of its caches): needs admin permission.
+    pub fn token_manager(&self) -> ServiceResult<i64> {
+        let account_id = self.account()?;
+        self.require(Permission::Admin, "manage tokens")?;
+        Ok(account_id)
+    }
+
+    fn require(&self, needed: Permission, action: &'static str) -> ServiceResult<()> {
+        if self.permission.allows(needed) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden { action, has: self.permission })
+        }
     }
 }
 
@@ -53,9 +87,17 @@ impl Services {
         if let Err(error) = self.db().record_token_use(&row).await {
             tracing::warn!(%error, "could not record token use");
         }
-        let limited_to = if row.kind == "personal" { self.db().token_cache_limits(&row.id).await? } else { Vec::new() };
+        let limited_to = if row.kind == "personal" && row.limited != 0 { Some(self.db().token_cache_limits(&row.id).await?) } else { None };
         let is_session = row.kind == "session";
-        Ok(Some(Principal { token_id: row.id, cache_id: row.cache_id, account_id: row.account_id, permission, limited_to, is_session }))
+        Ok(Some(Principal {
+            token_id: row.id,
+            cache_id: row.cache_id,
+            account_id: row.account_id,
+            permission,
+            limited_to,
+            is_session,
+            expires_at: row.expires_at,
+        }))
     }
 
     /// Finds the cache and checks that `principal` may act on it with `needed`.

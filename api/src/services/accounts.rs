@@ -5,38 +5,53 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::caches::require_account_admin;
 use super::tokens::{TokenScope, SESSION_LIFETIME};
 use super::{CreatedToken, Principal, ServiceError, ServiceResult, Services};
 use crate::auth::password;
 use crate::db::{AccountConflict, AccountRow};
 use crate::domain::{Email, NewPassword, Permission, Username, MAX_PASSWORD_BYTES};
 
-/// Login attempts allowed per minute, per account and per client address.
-const LOGINS_PER_MINUTE_PER_ACCOUNT: u32 = 10;
+/// Login attempts allowed per minute. The tight limit is per (account, client address),
+/// so that an attacker guessing from elsewhere cannot lock the owner out; the per-account
+/// limit is looser and only trips when many addresses guess at one account at once.
+const LOGINS_PER_MINUTE_PER_ACCOUNT_AND_IP: u32 = 10;
 const LOGINS_PER_MINUTE_PER_IP: u32 = 30;
+const LOGINS_PER_MINUTE_PER_ACCOUNT: u32 = 100;
 
 /// Throttles password guessing. Per server node: with N nodes an attacker gets N times the
 /// budget, which still makes online guessing of a 10+ character password hopeless.
 pub struct LoginLimiter {
-    per_account: DefaultKeyedRateLimiter<String>,
+    per_account_and_ip: DefaultKeyedRateLimiter<(String, Option<IpAddr>)>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    per_account: DefaultKeyedRateLimiter<String>,
 }
 
 impl Default for LoginLimiter {
     fn default() -> Self {
         let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).expect("non-zero quota"));
         Self {
-            per_account: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_ACCOUNT)),
+            per_account_and_ip: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_ACCOUNT_AND_IP)),
             per_ip: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_IP)),
+            per_account: RateLimiter::keyed(per_minute(LOGINS_PER_MINUTE_PER_ACCOUNT)),
         }
     }
 }
 
 impl LoginLimiter {
+    /// True if this attempt is over one of the limits (each check spends from its budget).
+    fn throttled(&self, username: &str, client: Option<IpAddr>) -> bool {
+        self.forget_idle();
+        // In this order, so that an address over its own limits spends nothing of the
+        // account's shared budget.
+        self.per_account_and_ip.check_key(&(username.to_owned(), client)).is_err()
+            || client.is_some_and(|ip| self.per_ip.check_key(&ip).is_err())
+            || self.per_account.check_key(&username.to_owned()).is_err()
+    }
+
     /// Keeps the per-key state from growing without bound under a spray of usernames.
     fn forget_idle(&self) {
-        if self.per_account.len() > 10_000 || self.per_ip.len() > 10_000 {
+        if self.per_account_and_ip.len() > 10_000 || self.per_account.len() > 10_000 || self.per_ip.len() > 10_000 {
+            self.per_account_and_ip.retain_recent();
             self.per_account.retain_recent();
             self.per_ip.retain_recent();
         }
@@ -78,12 +93,11 @@ impl Services {
     /// Checks a username and password and opens a session (a token acting for the
     /// account). An unknown user and a wrong password answer alike, in similar time.
     pub async fn log_in(&self, username: &str, password: &str, client: Option<IpAddr>) -> ServiceResult<CreatedToken> {
-        let limiter = &self.inner.login_limiter;
-        limiter.forget_idle();
-        let throttled = client.is_some_and(|ip| limiter.per_ip.check_key(&ip).is_err())
-            || limiter.per_account.check_key(&username.to_owned()).is_err();
-        if throttled {
-            return Err(ServiceError::TooManyRequests("too many login attempts: wait a minute and try again"));
+        if self.inner.login_limiter.throttled(username, client) {
+            return Err(ServiceError::TooManyRequests {
+                message: "too many login attempts: wait a minute and try again",
+                retry_after: 60,
+            });
         }
         // A name that cannot exist is not looked up (Postgres refuses some bytes, e.g. NUL),
         // but costs the same hash, so it answers like any unknown user.
@@ -121,7 +135,7 @@ impl Services {
 
     /// Needs the current password too, so a stolen session cannot lock the owner out.
     pub async fn change_password(&self, principal: &Principal, current: &str, new: &str) -> ServiceResult<()> {
-        require_account_admin(principal)?;
+        principal.whole_account_admin()?;
         let account = self.account_row(principal).await?;
         let new = NewPassword::parse(new, &account.username).map_err(ServiceError::BadRequest)?;
         if !password::verify(current.to_owned(), Some(account.password_hash.clone())).await? {
@@ -136,7 +150,7 @@ impl Services {
 
     /// Deletes the account with its caches and tokens. `confirm` must repeat the username.
     pub async fn delete_account(&self, principal: &Principal, confirm: &str) -> ServiceResult<()> {
-        require_account_admin(principal)?;
+        principal.whole_account_admin()?;
         let account = self.account_row(principal).await?;
         if confirm != account.username {
             return Err(ServiceError::BadRequest("to delete the account, confirm with its username".into()));

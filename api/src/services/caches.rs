@@ -94,8 +94,7 @@ impl Services {
         priority: Option<i64>,
         description: &str,
     ) -> ServiceResult<CacheRow> {
-        require_account_admin(principal)?;
-        let account_id = principal.account()?;
+        let account_id = principal.whole_account_admin()?;
         check_description(description)?;
         let created = self.create_cache(name, Some(account_id), public, priority).await?;
         if !description.is_empty() {
@@ -147,14 +146,4 @@ fn check_description(description: &str) -> ServiceResult<()> {
         return Err(ServiceError::BadRequest(format!("description must be at most {MAX_CACHE_DESCRIPTION} bytes of text")));
     }
     Ok(())
-}
-
-/// Creating caches and tokens is for sessions and admin personal tokens.
-pub(super) fn require_account_admin(principal: &Principal) -> ServiceResult<()> {
-    principal.account()?;
-    if principal.permission.allows(Permission::Admin) {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden { action: "manage caches and tokens", has: principal.permission })
-    }
 }

@@ -16,8 +16,12 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    TooManyRequests(&'static str),
+    /// Try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: &'static str, retry_after: u32 },
+    /// The client stopped sending its body (or sent it too slowly): the connection is closed.
+    #[error("request body not received in time: the connection is closed")]
+    RequestTimeout,
     #[error("body too large: the limit is {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error(transparent)]
@@ -34,7 +38,8 @@ impl ServiceError {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::PayloadTooLarge { .. } => "payload_too_large",
-            ServiceError::TooManyRequests(_) => "too_many_requests",
+            ServiceError::TooManyRequests { .. } => "too_many_requests",
+            ServiceError::RequestTimeout => "request_timeout",
             ServiceError::Internal(_) => "internal",
         }
     }

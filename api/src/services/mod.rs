@@ -9,6 +9,7 @@ mod keys;
 mod substitute;
 mod tokens;
 mod upload;
+mod upload_slots;
 
 use std::sync::Arc;
 
@@ -23,12 +24,17 @@ pub use caches::{CacheChanges, CacheInfo, CreatedCache};
 pub use keys::{KeyView, SigningMode};
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
 pub use substitute::NarDownload;
-pub use tokens::{CreatedToken, TokenRequest, TokenScope, SESSION_LIFETIME};
+pub use upload_slots::UploadSlot;
+pub use tokens::{CreatedToken, ListedToken, TokenRequest, TokenScope, SESSION_LIFETIME};
 
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_nar_size: u64,
     pub max_small_upload: u64,
+    /// Largest `.ls` listing kept for a NAR; a larger one is not stored.
+    pub max_listing_size: usize,
+    /// Uploads one token may have in flight at once.
+    pub max_uploads_per_token: u32,
     pub default_priority: i64,
 }
 
@@ -45,11 +51,12 @@ struct Inner {
     token_keys: TokenKeys,
     limits: Limits,
     login_limiter: LoginLimiter,
+    upload_slots: upload_slots::UploadSlots,
 }
 
 impl Services {
     pub fn new(db: Database, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> Self {
-        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default() }) }
+        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() }) }
     }
 
     pub fn db(&self) -> &Database {

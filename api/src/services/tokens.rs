@@ -9,6 +9,8 @@ use crate::domain::Permission;
 
 pub struct CreatedToken {
     pub row: TokenRow,
+    /// For a limited personal token: the caches it may act on.
+    pub limited_to: Vec<i64>,
     /// The token itself: shown once, never stored.
     pub secret: String,
 }
@@ -17,8 +19,9 @@ pub struct CreatedToken {
 pub enum TokenScope {
     /// One cache.
     Cache(i64),
-    /// An account's caches (all of them when `limited_to` is empty).
-    Personal { account_id: i64, limited_to: Vec<i64> },
+    /// An account's caches: only those listed (`Some`, never widened when they go), or
+    /// all of them (`None`).
+    Personal { account_id: i64, limited_to: Option<Vec<i64>> },
     /// A login: acts for the account like an unlimited personal token.
     Session { account_id: i64 },
 }
@@ -46,15 +49,16 @@ impl Services {
             None => None,
         };
         let (cache_id, account_id, kind, limited_to) = match scope {
-            TokenScope::Cache(id) => (Some(id), None, "cache", Vec::new()),
+            TokenScope::Cache(id) => (Some(id), None, "cache", None),
             TokenScope::Personal { account_id, limited_to } => (None, Some(account_id), "personal", limited_to),
-            TokenScope::Session { account_id } => (None, Some(account_id), "session", Vec::new()),
+            TokenScope::Session { account_id } => (None, Some(account_id), "session", None),
         };
         let row = TokenRow {
             id: uuid::Uuid::new_v4().to_string(),
             cache_id,
             account_id,
             kind: kind.to_owned(),
+            limited: i64::from(limited_to.is_some()),
             permission: permission.as_str().to_owned(),
             description: description.to_owned(),
             created_at,
@@ -70,12 +74,12 @@ impl Services {
             iat: created_at,
             exp: expires_at,
         })?;
-        // The secret leaves this function only after its limits are stored, so the token
-        // never acts beyond them.
-        self.db().insert_token(&row).await?;
-        self.db().limit_token_to(&row.id, &limited_to).await?;
+        // The secret leaves this function only after the token and its limits are stored
+        // (together), so the token never acts beyond them.
+        let limited_to = limited_to.unwrap_or_default();
+        self.db().insert_token(&row, &limited_to).await?;
         tracing::info!(token_id = %row.id, kind, %permission, "created token");
-        Ok(CreatedToken { row, secret })
+        Ok(CreatedToken { row, limited_to, secret })
     }
 
     /// A token for one cache, by name (the operator's admin command).
@@ -103,12 +107,10 @@ impl Services {
         }
     }
 
-    /// Revokes a token the caller's account controls (its personal tokens, its caches'
-    /// tokens). Another account's token answers as if it did not exist.
+    /// Revokes a token the caller may see (see [`Services::my_tokens`]). Any other token
+    /// answers as if it did not exist.
     pub async fn revoke_own_token(&self, principal: &Principal, id: &str) -> ServiceResult<()> {
-        super::caches::require_account_admin(principal)?;
-        let account_id = principal.account()?;
-        let visible = self.db().tokens_of(account_id).await?.into_iter().any(|t| t.id == id);
+        let visible = self.my_tokens(principal).await?.into_iter().any(|t| t.row.id == id);
         if !visible {
             return Err(ServiceError::NotFound(format!("no token with id '{id}'")));
         }
@@ -124,7 +126,16 @@ pub enum TokenRequest {
     Personal { caches: Vec<String> },
 }
 
+/// A token as listed: its record and, for a limited personal token, its caches.
+pub struct ListedToken {
+    pub row: TokenRow,
+    pub limited_to: Vec<i64>,
+}
+
 impl Services {
+    /// Creates a token for the caller, never wider than the caller's own token: its caches
+    /// within the caller's, its permission no higher, its expiry no later. (A login session
+    /// acts as the account holder, who may create tokens that outlive the session.)
     pub async fn create_token_for(
         &self,
         principal: &Principal,
@@ -133,29 +144,70 @@ impl Services {
         expires_in: Option<Duration>,
         description: &str,
     ) -> ServiceResult<CreatedToken> {
-        super::caches::require_account_admin(principal)?;
+        let account_id = principal.token_manager()?;
+        if !principal.permission.allows(permission) {
+            return Err(ServiceError::Forbidden { action: "create a token with more permission than its own", has: principal.permission });
+        }
+        if !principal.is_session {
+            if let Some(limit) = principal.expires_at {
+                let expires_at = expires_in.map(|d| now().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+                if expires_at.map_or(true, |t| t > limit) {
+                    return Err(ServiceError::Forbidden {
+                        action: "create a token that outlives it (set expires_in to end no later than this token's own expires_at)",
+                        has: principal.permission,
+                    });
+                }
+            }
+        }
         let scope = match request {
             TokenRequest::Cache { cache } => {
                 let cache = self.authorize(&cache, Some(principal), Permission::Admin).await?;
                 TokenScope::Cache(cache.id)
             }
+            TokenRequest::Personal { caches } if caches.is_empty() => {
+                if principal.limited_to.is_some() {
+                    return Err(ServiceError::Forbidden {
+                        action: "create a token for all of the account's caches (it is limited to some: list them in `caches`)",
+                        has: principal.permission,
+                    });
+                }
+                TokenScope::Personal { account_id, limited_to: None }
+            }
             TokenRequest::Personal { caches } => {
-                let account_id = principal.account()?;
                 let mut limited_to = Vec::with_capacity(caches.len());
                 for name in &caches {
-                    // Another account's cache answers like one that does not exist.
+                    // Another account's cache, or one outside the caller's limits, answers
+                    // like one that does not exist.
                     let cache = self.authorize(name, Some(principal), Permission::Admin).await?;
                     limited_to.push(cache.id);
                 }
-                TokenScope::Personal { account_id, limited_to }
+                TokenScope::Personal { account_id, limited_to: Some(limited_to) }
             }
         };
         self.issue_token(scope, permission, expires_in, description).await
     }
 
-    /// The tokens the caller's account controls (never their secrets).
-    pub async fn my_tokens(&self, principal: &Principal) -> ServiceResult<Vec<TokenRow>> {
-        super::caches::require_account_admin(principal)?;
-        Ok(self.db().tokens_of(principal.account()?).await?)
+    /// The tokens the caller may see, never their secrets: for a session or an unlimited
+    /// personal token, every token of the account but its logins; for a token limited to
+    /// some caches, the tokens of those caches and the personal tokens limited to (a
+    /// non-empty subset of) them.
+    pub async fn my_tokens(&self, principal: &Principal) -> ServiceResult<Vec<ListedToken>> {
+        let account_id = principal.token_manager()?;
+        let rows = self.db().tokens_of(account_id).await?;
+        let mut limits = self.db().token_limits_of(account_id).await?;
+        let listed = rows.into_iter().map(|row| {
+            let limited_to = if row.limited != 0 { limits.remove(&row.id).unwrap_or_default() } else { Vec::new() };
+            ListedToken { row, limited_to }
+        });
+        Ok(match &principal.limited_to {
+            None => listed.collect(),
+            Some(mine) => listed
+                .filter(|t| match (t.row.cache_id, t.row.limited != 0) {
+                    (Some(cache_id), _) => mine.contains(&cache_id),
+                    (None, true) => !t.limited_to.is_empty() && t.limited_to.iter().all(|c| mine.contains(c)),
+                    (None, false) => false,
+                })
+                .collect(),
+        })
     }
 }

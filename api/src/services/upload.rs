@@ -76,7 +76,17 @@ impl Services {
             None => {
                 let storage_key = nar_storage_key(&file_hash, compression);
                 let listing_key = listing_storage_key(&file_hash);
-                self.storage().put_bytes(&listing_key, Bytes::from(summary.listing)).await?;
+                match summary.listing {
+                    Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing)).await?,
+                    // The NAR is fine; only its `.ls` (which nix never needs to substitute)
+                    // is too large to keep: that key stays empty and `.ls` answers 404.
+                    None => tracing::info!(
+                        cache = %cache.name,
+                        file_hash = %file_hash.to_nix32(),
+                        limit = self.limits().max_listing_size,
+                        "NAR listing larger than max_listing_size: not kept"
+                    ),
+                }
                 let upload = upload.ok_or_else(|| ServiceError::BadRequest("empty body: not a NAR".into()))?;
                 upload.commit().await?;
                 NarRow {
@@ -130,11 +140,11 @@ impl Services {
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
         let limit = self.limits().max_nar_size;
-        let mut verifier = NarVerifier::for_extension(extension)?;
+        let mut verifier = NarVerifier::for_extension(extension, NarSink::new(limit, self.limits().max_listing_size))?;
         let mut file_hasher = Sha256Hasher::default();
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| ServiceError::BadRequest("upload interrupted before its end: nothing stored".into()))?;
+            let chunk = chunk.map_err(|e| interrupted(&e))?;
             received += chunk.len() as u64;
             if received > limit {
                 return Err(ServiceError::PayloadTooLarge { limit });
@@ -213,16 +223,7 @@ impl Services {
             .collect();
         let missing = self.db().missing_paths(cache.id, &other_refs).await?;
         if !missing.is_empty() {
-            let names: Vec<String> = info
-                .references
-                .iter()
-                .filter(|r| missing.iter().any(|m| m == r.hash().as_str()))
-                .map(StorePath::base_name)
-                .collect();
-            return Err(ServiceError::BadRequest(format!(
-                "references not in this cache (push them first): {}",
-                names.join(" ")
-            )));
+            return Err(ServiceError::BadRequest(missing_references_message(&info.references, &missing)));
         }
 
         let fingerprint = info.fingerprint();
@@ -268,7 +269,13 @@ impl Services {
         let mut upload = self.storage().begin_upload(&key).await?;
         let mut received = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ServiceError::BadRequest(format!("upload interrupted: {e}")))?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    upload.abort().await?;
+                    return Err(interrupted(&e));
+                }
+            };
             received += chunk.len() as u64;
             if received > limit {
                 upload.abort().await?;
@@ -286,7 +293,7 @@ impl Services {
 /// and listing without ever holding it whole.
 enum NarVerifier {
     /// No extension: plain, or gzip (which nix also names `.nar`); decided by the first bytes.
-    Undecided,
+    Undecided(NarSink),
     Plain(NarSink),
     Xz(XzDecoder<NarSink>),
     Zstd(ZstdDecoder<NarSink>),
@@ -296,10 +303,10 @@ enum NarVerifier {
 }
 
 impl NarVerifier {
-    fn for_extension(extension: &str) -> ServiceResult<Self> {
-        let sink = NarSink::default;
+    fn for_extension(extension: &str, sink: NarSink) -> ServiceResult<Self> {
+        let sink = || sink;
         Ok(match extension {
-            "" => NarVerifier::Undecided,
+            "" => NarVerifier::Undecided(sink()),
             ".xz" => NarVerifier::Xz(XzDecoder::new(sink())),
             ".zst" => NarVerifier::Zstd(ZstdDecoder::new(sink())),
             ".bz2" => NarVerifier::Bzip2(BzDecoder::new(sink())),
@@ -314,7 +321,7 @@ impl NarVerifier {
 
     fn compression(&self) -> Compression {
         match self {
-            NarVerifier::Undecided | NarVerifier::Plain(_) => Compression::None,
+            NarVerifier::Undecided(_) | NarVerifier::Plain(_) => Compression::None,
             NarVerifier::Xz(_) => Compression::Xz,
             NarVerifier::Zstd(_) => Compression::Zstd,
             NarVerifier::Bzip2(_) => Compression::Bzip2,
@@ -324,12 +331,13 @@ impl NarVerifier {
     }
 
     async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
-        if matches!(self, NarVerifier::Undecided) && !chunk.is_empty() {
+        if matches!(self, NarVerifier::Undecided(_)) && !chunk.is_empty() {
             // A NAR starts with the length of "nix-archive-1" (0x0d); gzip with 1f 8b.
-            *self = if chunk[0] == 0x1f { NarVerifier::Gzip(GzipDecoder::new(NarSink::default())) } else { NarVerifier::Plain(NarSink::default()) };
+            let NarVerifier::Undecided(sink) = std::mem::replace(self, NarVerifier::Plain(NarSink::new(0, 0))) else { unreachable!() };
+            *self = if chunk[0] == 0x1f { NarVerifier::Gzip(GzipDecoder::new(sink)) } else { NarVerifier::Plain(sink) };
         }
         let result = match self {
-            NarVerifier::Undecided => Ok(()),
+            NarVerifier::Undecided(_) => Ok(()),
             NarVerifier::Plain(w) => w.write_all(chunk).await,
             NarVerifier::Xz(w) => w.write_all(chunk).await,
             NarVerifier::Zstd(w) => w.write_all(chunk).await,
@@ -346,7 +354,7 @@ impl NarVerifier {
             Ok(into_inner(w))
         }
         let sink = match self {
-            NarVerifier::Undecided => return Err(ServiceError::BadRequest("empty body: not a NAR".into())),
+            NarVerifier::Undecided(_) => return Err(ServiceError::BadRequest("empty body: not a NAR".into())),
             NarVerifier::Plain(w) => Ok(w),
             NarVerifier::Xz(w) => close(w, XzDecoder::into_inner).await,
             NarVerifier::Zstd(w) => close(w, ZstdDecoder::into_inner).await,
@@ -360,23 +368,58 @@ impl NarVerifier {
 }
 
 fn invalid_nar(error: io::Error) -> ServiceError {
-    ServiceError::BadRequest(format!("not a valid NAR: {error}"))
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<NarTooLarge>()) {
+        Some(NarTooLarge(limit)) => ServiceError::PayloadTooLarge { limit: *limit },
+        None => ServiceError::BadRequest(format!("not a valid NAR: {error}")),
+    }
 }
 
-/// The end of the decompression pipeline: feeds decompressed bytes to the NAR parser.
+/// Why reading a request body failed: the client stalled (or trickled), or went away.
+fn interrupted(error: &io::Error) -> ServiceError {
+    if error.kind() == io::ErrorKind::TimedOut {
+        ServiceError::RequestTimeout
+    } else {
+        ServiceError::BadRequest("upload interrupted before its end: nothing stored".into())
+    }
+}
+
+/// The decompressed NAR passed `max_nar_size`.
+#[derive(Debug, thiserror::Error)]
+#[error("the NAR is larger than {0} bytes once decompressed")]
+struct NarTooLarge(u64);
+
+/// Decompressed bytes the parser takes before letting other tasks on this worker run:
+/// a small, highly compressed upload can expand to gigabytes within one body chunk.
+const YIELD_EVERY_BYTES: u64 = 4 << 20;
+
+/// The end of the decompression pipeline: feeds decompressed bytes to the NAR parser,
+/// refusing more than `limit` of them.
 struct NarSink {
     parser: NarParser,
+    limit: u64,
+    received: u64,
+    since_yield: u64,
 }
 
-impl Default for NarSink {
-    fn default() -> Self {
-        Self { parser: NarParser::new() }
+impl NarSink {
+    fn new(limit: u64, max_listing_size: usize) -> Self {
+        Self { parser: NarParser::with_listing_limit(max_listing_size), limit, received: 0, since_yield: 0 }
     }
 }
 
 impl AsyncWrite for NarSink {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.since_yield >= YIELD_EVERY_BYTES {
+            this.since_yield = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.received += buf.len() as u64;
+        if this.received > this.limit {
+            return Poll::Ready(Err(io::Error::other(NarTooLarge(this.limit))));
+        }
+        this.since_yield += buf.len() as u64;
         Poll::Ready(
             this.parser
                 .feed(buf)
@@ -392,4 +435,16 @@ impl AsyncWrite for NarSink {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// "references not in this cache", naming at most a few of them (a narinfo may list
+/// thousands, and nix prints the whole body to the user).
+fn missing_references_message(references: &[StorePath], missing: &[String]) -> String {
+    const NAMED: usize = 5;
+    let missing: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
+    let named: Vec<String> =
+        references.iter().filter(|r| missing.contains(r.hash().as_str())).take(NAMED).map(StorePath::base_name).collect();
+    let more = missing.len().saturating_sub(named.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!("references not in this cache (push them first): {}{more}", named.join(" "))
 }

@@ -165,6 +165,26 @@ impl Storage for FsStorage {
         removed.with_context(|| format!("removing probe file in {}", self.tmp.display()))?;
         Ok(())
     }
+
+    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize> {
+        let mut entries = fs::read_dir(&self.tmp).await.with_context(|| format!("listing {}", self.tmp.display()))?;
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "part") {
+                continue;
+            }
+            let Ok(modified) = entry.metadata().await.and_then(|m| m.modified()) else { continue };
+            if modified.elapsed().is_ok_and(|age| age > older_than) {
+                match fs::remove_file(&path).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Boxes a reader stream as our [`super::ByteStream`].

@@ -58,6 +58,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Checks that the backend is reachable and writable enough to serve (used by /readyz).
     async fn health_check(&self) -> anyhow::Result<()>;
 
+    /// Removes what uploads interrupted by a crash left behind (temporary files, unfinished
+    /// multipart uploads) untouched for longer than `older_than`; returns how many.
+    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize>;
+
     /// Stores a small object in one go (listings, build logs).
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
         let mut upload = self.begin_upload(key).await?;

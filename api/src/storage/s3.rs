@@ -224,6 +224,49 @@ impl Storage for S3Storage {
             .with_context(|| format!("S3 HeadBucket of bucket {}", self.bucket))?;
         Ok(())
     }
+
+    /// Aborts multipart uploads begun more than `older_than` ago (S3 tells when an upload
+    /// began, not when its last part came, so callers pass a generous age).
+    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize> {
+        let cutoff = std::time::SystemTime::now() - older_than;
+        let mut removed = 0;
+        let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .with_context(|| format!("S3 ListMultipartUploads of bucket {}", self.bucket))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id), Some(initiated)) = (upload.key(), upload.upload_id(), upload.initiated()) else {
+                    continue;
+                };
+                if std::time::SystemTime::try_from(*initiated).is_ok_and(|t| t < cutoff) {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .send()
+                        .await
+                        .with_context(|| format!("S3 AbortMultipartUpload of {key}"))?;
+                    removed += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(removed);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(removed);
+            }
+        }
+    }
 }
 
 /// An open multipart upload: its id and the parts sent so far.

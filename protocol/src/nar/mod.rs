@@ -20,6 +20,7 @@
 mod error;
 mod listing;
 mod parser;
+pub mod writer;
 
 pub use error::NarError;
 pub use parser::{NarParser, NarSummary};
@@ -30,6 +31,9 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_TARGET_LEN: usize = 4095;
 /// Deepest directory nesting accepted; real store paths are far shallower.
 pub const MAX_DEPTH: usize = 256;
+/// Largest `.ls` listing kept by default: about 60 bytes per file plus its name, so room
+/// for a couple of hundred thousand files, more than any real store path holds.
+pub const DEFAULT_MAX_LISTING_SIZE: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests;

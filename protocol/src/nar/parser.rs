@@ -9,7 +9,7 @@ use std::cmp::min;
 use std::mem;
 
 use super::listing::Listing;
-use super::{NarError, MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN};
+use super::{NarError, DEFAULT_MAX_LISTING_SIZE, MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN};
 use crate::error::excerpt_bytes;
 use crate::hash::{Sha256Hash, Sha256Hasher};
 
@@ -27,8 +27,9 @@ pub struct NarSummary {
     pub nar_size: u64,
     /// The `.ls` JSON, byte-identical to what nix 2.8 uploads with
     /// `write-nar-listing=true`. Not necessarily UTF-8: names are copied
-    /// through as nix does.
-    pub listing: Vec<u8>,
+    /// through as nix does. `None` when it would exceed the parser's
+    /// listing limit (the NAR itself is still valid).
+    pub listing: Option<Vec<u8>>,
 }
 
 /// Where the lexer is inside the current piece.
@@ -122,7 +123,7 @@ struct File {
 /// Streaming NAR validator. Feed it the uncompressed NAR in chunks of any
 /// size, then call [`NarParser::finish`].
 ///
-/// Memory is bounded by the listing plus one string of at most
+/// Memory is bounded by the listing limit plus one string of at most
 /// [`MAX_TARGET_LEN`] bytes and [`MAX_DEPTH`] directory frames; file contents
 /// are never buffered. After an error, the parser refuses further input.
 pub struct NarParser {
@@ -143,7 +144,13 @@ impl Default for NarParser {
 }
 
 impl NarParser {
+    /// A parser whose listing may grow to [`DEFAULT_MAX_LISTING_SIZE`].
     pub fn new() -> Self {
+        Self::with_listing_limit(DEFAULT_MAX_LISTING_SIZE)
+    }
+
+    /// A parser that drops the listing once it would exceed `max_listing_size` bytes.
+    pub fn with_listing_limit(max_listing_size: usize) -> Self {
         Self {
             hasher: Sha256Hasher::new(),
             pos: 0,
@@ -151,7 +158,7 @@ impl NarParser {
             expect: Expect::Magic,
             dirs: Vec::new(),
             file: File::default(),
-            listing: Listing::new(),
+            listing: Listing::new(max_listing_size),
             failed: false,
         }
     }

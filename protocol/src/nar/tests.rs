@@ -4,69 +4,18 @@
 use super::*;
 use crate::hash::Sha256Hash;
 
-/// A file system tree, for writing test NARs.
-enum Node {
-    File { executable: bool, data: Vec<u8> },
-    Link(Vec<u8>),
-    Dir(Vec<(Vec<u8>, Node)>),
-}
+use super::writer::{write_string as put, Node};
 
 fn file(data: &[u8]) -> Node {
-    Node::File {
-        executable: false,
-        data: data.to_vec(),
-    }
+    Node::file(data)
 }
 
 fn dir(entries: Vec<(&[u8], Node)>) -> Node {
-    Node::Dir(entries.into_iter().map(|(n, e)| (n.to_vec(), e)).collect())
-}
-
-fn put(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
-    out.resize(out.len().next_multiple_of(8), 0);
-}
-
-fn write_node(out: &mut Vec<u8>, node: &Node) {
-    put(out, b"(");
-    put(out, b"type");
-    match node {
-        Node::File { executable, data } => {
-            put(out, b"regular");
-            if *executable {
-                put(out, b"executable");
-                put(out, b"");
-            }
-            put(out, b"contents");
-            put(out, data);
-        }
-        Node::Link(target) => {
-            put(out, b"symlink");
-            put(out, b"target");
-            put(out, target);
-        }
-        Node::Dir(entries) => {
-            put(out, b"directory");
-            for (name, child) in entries {
-                put(out, b"entry");
-                put(out, b"(");
-                put(out, b"name");
-                put(out, name);
-                put(out, b"node");
-                write_node(out, child);
-                put(out, b")");
-            }
-        }
-    }
-    put(out, b")");
+    Node::directory(entries)
 }
 
 fn nar(node: &Node) -> Vec<u8> {
-    let mut out = Vec::new();
-    put(&mut out, b"nix-archive-1");
-    write_node(&mut out, node);
-    out
+    node.to_nar()
 }
 
 /// A NAR from raw tokens, for structures the writer cannot express.
@@ -93,7 +42,7 @@ fn parse_bytewise(bytes: &[u8]) -> Result<NarSummary, NarError> {
 }
 
 fn listing(bytes: &[u8]) -> String {
-    String::from_utf8(parse(bytes).unwrap().listing).unwrap()
+    String::from_utf8(parse(bytes).unwrap().listing.unwrap()).unwrap()
 }
 
 fn sample() -> Node {
@@ -109,7 +58,7 @@ fn sample() -> Node {
             )]),
         ),
         (b"empty", file(b"")),
-        (b"link", Node::Link(b"bin/hello".to_vec())),
+        (b"link", Node::Symlink(b"bin/hello".to_vec())),
         (b"one", file(b"x")),
         (b"sub", dir(vec![])),
     ])
@@ -126,7 +75,7 @@ fn hello_world_matches_the_doc() {
         "sha256:00zns3gj9hwz2a4b0i07y7nmxybq59lh24bl3xsxblcl6333mjil"
     );
     assert_eq!(
-        String::from_utf8(s.listing).unwrap(),
+        String::from_utf8(s.listing.unwrap()).unwrap(),
         r#"{"version":1,"root":{"type":"regular","size":12,"narOffset":96}}"#
     );
 }
@@ -266,16 +215,16 @@ fn rejects_bad_names() {
 
 #[test]
 fn rejects_bad_symlinks() {
-    assert_eq!(rejects(&nar(&Node::Link(vec![]))), NarError::EmptyTarget);
+    assert_eq!(rejects(&nar(&Node::Symlink(vec![]))), NarError::EmptyTarget);
     assert_eq!(
-        rejects(&nar(&Node::Link(vec![b'a'; MAX_TARGET_LEN + 1]))),
+        rejects(&nar(&Node::Symlink(vec![b'a'; MAX_TARGET_LEN + 1]))),
         NarError::TargetTooLong { len: 4096 }
     );
     assert_eq!(
-        rejects(&nar(&Node::Link(b"a\0b".to_vec()))),
+        rejects(&nar(&Node::Symlink(b"a\0b".to_vec()))),
         NarError::TargetHasNul
     );
-    assert!(parse(&nar(&Node::Link(vec![b'a'; MAX_TARGET_LEN]))).is_ok());
+    assert!(parse(&nar(&Node::Symlink(vec![b'a'; MAX_TARGET_LEN]))).is_ok());
 }
 
 #[test]
@@ -472,7 +421,7 @@ fn nesting_depth_is_capped() {
     fn nested(depth: usize) -> Node {
         let mut node = dir(vec![]);
         for _ in 1..depth {
-            node = Node::Dir(vec![(b"d".to_vec(), node)]);
+            node = Node::Directory(vec![(b"d".to_vec(), node)]);
         }
         node
     }
@@ -492,4 +441,25 @@ fn large_files_are_streamed() {
     let s = p.finish().unwrap();
     assert_eq!(s.nar_size, bytes.len() as u64);
     assert_eq!(s.nar_hash, Sha256Hash::digest(&bytes));
+}
+
+#[test]
+fn a_listing_past_its_limit_is_dropped_but_the_nar_still_verifies() {
+    // Names of control bytes escape to six bytes each in the listing.
+    let names: Vec<Vec<u8>> = (1u8..=31).map(|b| vec![b; 200]).collect();
+    let bytes = nar(&Node::directory(names.iter().map(|n| (n, file(b"")))));
+    let full = parse(&bytes).unwrap();
+    let full_listing = full.listing.clone().unwrap();
+    // (\t, \n and \r escape to two bytes, the 28 others to six.)
+    assert!(full_listing.len() > 28 * 200 * 6);
+
+    let mut limited = NarParser::with_listing_limit(full_listing.len() - 1);
+    limited.feed(&bytes).unwrap();
+    let limited = limited.finish().unwrap();
+    assert_eq!(limited.listing, None);
+    assert_eq!((limited.nar_hash, limited.nar_size), (full.nar_hash, full.nar_size));
+
+    let mut exact = NarParser::with_listing_limit(full_listing.len());
+    exact.feed(&bytes).unwrap();
+    assert_eq!(exact.finish().unwrap().listing, Some(full_listing));
 }

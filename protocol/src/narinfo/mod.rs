@@ -18,6 +18,17 @@ use crate::nix32;
 use crate::signing::{PublicKey, SecretKey, Signature};
 use crate::store_path::StorePath;
 
+/// The largest narinfo accepted, in bytes. Nix writes no limit, but a real narinfo holds
+/// a few hundred bytes plus about 60 per reference: even a NixOS system path with a few
+/// thousand direct references stays far below this.
+pub const MAX_NARINFO_SIZE: usize = 1 << 20;
+
+/// The most references a narinfo may list (the largest real ones list a few thousand).
+pub const MAX_REFERENCES: usize = 10_000;
+
+/// The most `Sig` lines a narinfo may carry (nix writes one per signing key).
+pub const MAX_SIGNATURES: usize = 64;
+
 /// The metadata of one store path in a binary cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NarInfo {
@@ -66,6 +77,12 @@ pub enum NarInfoError {
     Missing(&'static str),
     #[error("NarSize must be greater than 0")]
     ZeroNarSize,
+    #[error("narinfo is {0} bytes: at most {MAX_NARINFO_SIZE} are accepted")]
+    TooLarge(usize),
+    #[error("more than {MAX_REFERENCES} references")]
+    TooManyReferences,
+    #[error("more than {MAX_SIGNATURES} signatures")]
+    TooManySignatures,
 }
 
 /// Fields that may appear at most once. (`References` has nix's own rule;
@@ -86,6 +103,9 @@ const SINGLE_FIELDS: [&str; 10] = [
 impl NarInfo {
     /// Parses a narinfo. Unknown keys are ignored, as nix does.
     pub fn parse(text: &str) -> Result<Self, NarInfoError> {
+        if text.len() > MAX_NARINFO_SIZE {
+            return Err(NarInfoError::TooLarge(text.len()));
+        }
         if let Some(pos) = text.find('\r') {
             let line = text[..pos].matches('\n').count() + 1;
             return Err(NarInfoError::CarriageReturn { line });
@@ -181,6 +201,9 @@ impl NarInfo {
                         ));
                     }
                     for base in value.split(' ').filter(|s| !s.is_empty()) {
+                        if references.len() == MAX_REFERENCES {
+                            return Err(NarInfoError::TooManyReferences);
+                        }
                         references.push(
                             StorePath::from_base_name(base)
                                 .map_err(|e| invalid("References", e.to_string()))?,
@@ -197,6 +220,9 @@ impl NarInfo {
                     );
                 }
                 "System" => system = Some(value.to_string()),
+                "Sig" if sigs.len() == MAX_SIGNATURES => {
+                    return Err(NarInfoError::TooManySignatures);
+                }
                 "Sig" => {
                     // Nix 2.8 aborts on a malformed signature under a trusted
                     // name and newer nix rejects the narinfo, so never keep one.

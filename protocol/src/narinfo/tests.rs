@@ -323,3 +323,23 @@ fn sign_and_verify() {
     moved.nar_size += 1;
     assert!(!moved.is_signed_by(&key.public_key()));
 }
+
+/// `n` distinct, valid store path base names.
+fn references(n: usize) -> String {
+    (0..n).map(|i| format!("{}-ref", crate::nix32::encode(&Sha256Hash::digest(&i.to_le_bytes()).0[..20]))).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn limits_on_size_references_and_signatures() {
+    let with_refs = |n| MINIMAL.replace("NarSize: 1616\n", &format!("NarSize: 1616\nReferences: {}\n", references(n)));
+    assert_eq!(NarInfo::parse(&with_refs(MAX_REFERENCES)).unwrap().references.len(), MAX_REFERENCES);
+    assert_eq!(err(&with_refs(MAX_REFERENCES + 1)), "more than 10000 references");
+
+    let sig = "Sig: test-cache-1:fje9vNC/a+SZaBMJSVwzNy4uEFglfhrBePoVjjpMrnW0ocOsmqnmRweCWXQpwxQbbqu+GnXySTvn8lIr2RNEDg==\n";
+    let with_sigs = |n| format!("{MINIMAL}{}", sig.repeat(n));
+    assert_eq!(NarInfo::parse(&with_sigs(MAX_SIGNATURES)).unwrap().sigs.len(), MAX_SIGNATURES);
+    assert_eq!(err(&with_sigs(MAX_SIGNATURES + 1)), "more than 64 signatures");
+
+    let padded = format!("{MINIMAL}X-Padding: {}\n", "a".repeat(MAX_NARINFO_SIZE));
+    assert!(err(&padded).starts_with(&format!("narinfo is {} bytes", padded.len())));
+}

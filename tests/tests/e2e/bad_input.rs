@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use larder_api::domain::Permission;
+use larder_tests::raw_http::{raw_exchange, RawResponse};
 use larder_tests::{nix32_sha256, on_both_backends, Nix, TestServer};
 use reqwest::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both_backends!(
     nar_whose_bytes_do_not_match_its_url_is_rejected,
@@ -218,82 +218,6 @@ fn header(response: &reqwest::Response, name: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Raw HTTP, for what reqwest will not send: bodies shorter than their Content-Length, and
 // paths that a URL parser would normalise (`/../`, `%2e%2e`).
-
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    /// Names in lower case.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> &str {
-        self.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
-    }
-}
-
-/// Writes `head` and `body` on a fresh connection (then shuts the write half if
-/// `half_close`), and reads until the server closes. `None` if it closed without answering.
-async fn raw_exchange(server: &TestServer, head: &str, body: &[u8], half_close: bool) -> Option<RawResponse> {
-    let address = server.base_url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to the server");
-    // The server may refuse and close before reading everything: write errors are fine.
-    let mut written = stream.write_all(head.as_bytes()).await;
-    if written.is_ok() {
-        written = stream.write_all(body).await;
-    }
-    if written.is_ok() && half_close {
-        let _ = stream.shutdown().await;
-    }
-    let mut received = Vec::new();
-    // A reset after (or instead of) an answer is fine: keep what arrived.
-    if tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut received)).await.is_err() {
-        panic!("the server neither answered nor closed the connection within 30 s (request head: {head:?})");
-    }
-    parse_raw_response(&received)
-}
-
-fn parse_raw_response(bytes: &[u8]) -> Option<RawResponse> {
-    if bytes.is_empty() {
-        return None;
-    }
-    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
-        panic!("incomplete HTTP response: {:?}", String::from_utf8_lossy(bytes));
-    });
-    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-    let raw_body = &bytes[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(raw_body) } else { raw_body.to_vec() };
-    Some(RawResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&bytes[..eol]).into_owned();
-        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else { break };
-        bytes = &bytes[eol + 2..];
-        if size == 0 || bytes.len() < size {
-            out.extend_from_slice(&bytes[..size.min(bytes.len())]);
-            break;
-        }
-        out.extend_from_slice(&bytes[..size]);
-        bytes = bytes.get(size + 2..).unwrap_or_default();
-    }
-    out
-}
 
 /// A complete request on its own connection (`Connection: close`); only a PUT has a body.
 async fn raw_request(server: &TestServer, method: &str, target: &str, token: Option<&str>, body: &[u8]) -> RawResponse {

@@ -186,7 +186,7 @@ async fn server_token(server: &TestServer, cache: &str, permission: Permission) 
 async fn callers(server: &TestServer, mallory_id: i64) -> Vec<(Caller, Option<String>)> {
     let services = server.services();
     let personal = services
-        .issue_token(TokenScope::Personal { account_id: mallory_id, limited_to: vec![] }, Permission::Admin, None, "mallory")
+        .issue_token(TokenScope::Personal { account_id: mallory_id, limited_to: None }, Permission::Admin, None, "mallory")
         .await
         .unwrap()
         .secret;

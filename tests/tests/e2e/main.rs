@@ -9,4 +9,5 @@ mod isolation;
 mod keys;
 mod openapi;
 mod operator;
+mod security;
 mod substitution;

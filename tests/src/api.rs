@@ -1,0 +1,111 @@
+//! A JSON client for `/api/v1`, acting anonymously or with one token. Every error answer
+//! is checked to have the API's `{error, message}` shape.
+
+use std::net::IpAddr;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::TestServer;
+
+/// The password of every account the tests sign up.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+#[derive(Clone)]
+pub struct Api<'a> {
+    server: &'a TestServer,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl<'a> Api<'a> {
+    pub fn anonymous(server: &'a TestServer) -> Self {
+        Self { server, http: server.http.clone(), token: None }
+    }
+
+    /// Anonymous, from another client address of the loopback range (e.g. 127.0.0.2).
+    pub fn from_address(server: &'a TestServer, address: IpAddr) -> Self {
+        let http = reqwest::Client::builder().local_address(address).build().expect("HTTP client");
+        Self { server, http, token: None }
+    }
+
+    /// The same client acting with `token`.
+    pub fn with(&self, token: &str) -> Api<'a> {
+        Api { server: self.server, http: self.http.clone(), token: Some(token.to_owned()) }
+    }
+
+    pub fn token_secret(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}/api/v1{path}", self.server.base_url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
+        };
+        if !status.is_success() {
+            assert!(value["error"].is_string() && value["message"].is_string(), "{path}: error without code and message: {value}");
+        }
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, body).await
+    }
+
+    /// Signs up and logs in; returns a client acting with the session token.
+    pub async fn account(&self, username: &str) -> Api<'a> {
+        let (status, body) =
+            self.post("/accounts", json!({"username": username, "email": format!("{username}@example.com"), "password": PASSPHRASE})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(body.get("password_hash").is_none());
+        self.log_in(username).await
+    }
+
+    /// Logs in with [`PASSPHRASE`]; returns a client acting with the session token.
+    pub async fn log_in(&self, username: &str) -> Api<'a> {
+        let (status, body) = self.post("/sessions", json!({"username": username, "password": PASSPHRASE})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.with(body["token"].as_str().unwrap())
+    }
+
+    /// Creates a token (`POST /tokens`, which must succeed); returns (id, secret).
+    pub async fn token(&self, body: Value) -> (String, String) {
+        let (status, created) = self.post("/tokens", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        (created["id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Creates a cache (`POST /caches`, which must succeed).
+    pub async fn cache(&self, name: &str, public: bool) {
+        let (status, body) = self.post("/caches", json!({"name": name, "public": public})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+}
