@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Provisions the real services Larder's tests talk to: the nix client, PostgreSQL and a
-# single-node Garage (S3). Idempotent; on a fresh Debian machine (as root) it installs what
-# is missing. Everything listens on 127.0.0.1 only; what this script starts it stops by PID.
+# Starts and stops the real services Larder's tests talk to: PostgreSQL and a single-node
+# Garage (S3). Everything listens on 127.0.0.1 only; what this script starts it stops by PID.
+# Starting first runs scripts/provision.sh's larder_provision, which installs what is missing
+# (nix, PostgreSQL, garage; on a fresh Debian machine, as root), so one command sets it all up.
+#
+# PostgreSQL: one that already answers on 127.0.0.1:5432, or whose cluster is already running
+# (started by the machine, or by the package's postinst during provisioning), is used and
+# never stopped. Only a cluster this script started itself (`pg_ctlcluster … start`) is
+# stopped again by larder_services_stop.
 #
 # Usage:
 #   source scripts/test-services.sh             # start, export LARDER_TEST_*, stop on EXIT
@@ -25,37 +31,20 @@ set -euo pipefail
 
 LARDER_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LARDER_SERVICES_ROOT="$LARDER_REPO_ROOT/.test-services"
-LARDER_PG_HOST=127.0.0.1
-LARDER_PG_PORT=5432
+
+# Installation (larder_provision*) and the helpers both scripts use: _ts_log, _ts_die,
+# _ts_have, _ts_port_open, _ts_pg_ready, _ts_pg_version, LARDER_PG_HOST/PORT. It only
+# defines functions and variables.
+# shellcheck source=SCRIPTDIR/provision.sh
+source "$LARDER_REPO_ROOT/scripts/provision.sh"
 
 # What this shell started (stopped by larder_services_stop).
 LARDER_TEST_SERVICES_RUN_DIR="${LARDER_TEST_SERVICES_RUN_DIR:-}"
 LARDER_SERVICES_GARAGE_PID="${LARDER_SERVICES_GARAGE_PID:-}"
 LARDER_SERVICES_PG_PID="${LARDER_SERVICES_PG_PID:-}"
 
-_ts_log() { printf '[test-services] %s\n' "$*" >&2; }
-_ts_die() { _ts_log "ERROR: $*"; return 1; }
-_ts_have() { command -v "$1" >/dev/null 2>&1; }
-
-_ts_apt_updated=
-_ts_apt_install() {
-    _ts_have apt-get || _ts_die "apt-get not found; install $* by hand"
-    if [[ -z "$_ts_apt_updated" ]]; then
-        _ts_log "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-        _ts_apt_updated=1
-    fi
-    _ts_log "apt-get install -y $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
-}
-
 _ts_random_hex() { # number of bytes
     head -c "$1" /dev/urandom | od -An -tx1 -v | tr -d ' \n'
-}
-
-# True if something accepts TCP connections on 127.0.0.1:$1.
-_ts_port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # Prints a free-looking port in 20000-59999 that is not in the arguments.
@@ -99,50 +88,48 @@ _ts_stop_pid() {
 }
 
 # ---------------------------------------------------------------------------------------
-# nix
+# PostgreSQL (installed, and its pg_hba.conf rule added, by larder_provision_postgres)
 
-_ts_ensure_nix() {
-    if _ts_have nix; then
-        return 0
-    fi
-    _ts_log "nix not found: installing Debian's nix-bin"
-    _ts_apt_install nix-bin
-    _ts_have nix || _ts_die "nix still not on PATH after installing nix-bin"
-}
-
-# ---------------------------------------------------------------------------------------
-# PostgreSQL
-
-_ts_pg_ready() {
-    _ts_have pg_isready && pg_isready -q -h "$LARDER_PG_HOST" -p "$LARDER_PG_PORT"
-}
-
-_ts_ensure_postgres() {
-    if _ts_pg_ready; then
-        _ts_log "PostgreSQL already answers on $LARDER_PG_HOST:$LARDER_PG_PORT"
-        return 0
-    fi
-    if ! _ts_have pg_ctlcluster || [[ -z "$(ls /etc/postgresql 2>/dev/null)" ]]; then
-        _ts_log "PostgreSQL not running and not installed: installing it"
-        _ts_apt_install postgresql
-    fi
-    local version
-    version=$(ls /etc/postgresql | sort -V | tail -n1)
-    local hba="/etc/postgresql/$version/main/pg_hba.conf" hba_changed=
-    # Trust local TCP connections for the postgres user (tests connect without a password).
-    if ! grep -Eq '^host[[:space:]]+all[[:space:]]+(all|postgres)[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
-        _ts_log "adding a trust rule for postgres@127.0.0.1 to $hba"
-        sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
-        hba_changed=1
-    fi
-    if pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
-        # Running (e.g. started by the package's postinst) but not answering yet.
-        if [[ -n "$hba_changed" ]]; then
-            pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+# Prints the PID of PostgreSQL $1's cluster main, from its PID files (or nothing).
+_ts_pg_pid() {
+    local version=$1 data_dir pidfile pid
+    data_dir=$(pg_lsclusters -h "$version" main 2>/dev/null | awk '{print $6}') || data_dir=""
+    for pidfile in "/var/run/postgresql/$version-main.pid" \
+        "${data_dir:-/var/lib/postgresql/$version/main}/postmaster.pid" \
+        "/var/lib/postgresql/$version/main/postmaster.pid"; do
+        [[ -r "$pidfile" ]] || continue
+        pid=$(head -n1 "$pidfile")
+        if [[ "$pid" =~ ^[0-9]+$ ]] && grep -q postgres "/proc/$pid/cmdline" 2>/dev/null; then
+            echo "$pid"
+            return 0
         fi
+    done
+}
+
+# Makes PostgreSQL answer on $LARDER_PG_HOST:$LARDER_PG_PORT. Sets LARDER_SERVICES_PG_PID only
+# if it started the cluster itself; a cluster that was already running is never recorded.
+_ts_start_postgres() {
+    LARDER_SERVICES_PG_PID=
+    if _ts_pg_ready; then
+        _ts_log "PostgreSQL already answers on $LARDER_PG_HOST:$LARDER_PG_PORT; it will be left running"
+        return 0
+    fi
+    _ts_pg_installed || _ts_die "PostgreSQL does not answer on $LARDER_PG_HOST:$LARDER_PG_PORT and is not installed (bash scripts/provision.sh postgres)"
+    local version started=
+    version=$(_ts_pg_version)
+    if pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+        # Running (e.g. started by the package's postinst) but not answering yet: not ours.
+        _ts_log "PostgreSQL $version (cluster main) is running but not answering yet; waiting (it will be left running)"
     else
         _ts_log "starting PostgreSQL $version (cluster main)"
-        pg_ctlcluster --skip-systemctl-redirect "$version" main start
+        if pg_ctlcluster --skip-systemctl-redirect "$version" main start; then
+            started=1
+        elif pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+            # Someone else started it in the meantime: not ours either.
+            _ts_log "PostgreSQL $version (cluster main) was started by someone else meanwhile; it will be left running"
+        else
+            _ts_die "could not start PostgreSQL $version (cluster main)"
+        fi
     fi
     local i
     for ((i = 0; i < 300; i++)); do
@@ -150,13 +137,8 @@ _ts_ensure_postgres() {
         sleep 0.1
     done
     _ts_pg_ready || _ts_die "PostgreSQL did not become ready on $LARDER_PG_HOST:$LARDER_PG_PORT"
-    local pidfile
-    for pidfile in "/var/run/postgresql/$version-main.pid" "/var/lib/postgresql/$version/main/postmaster.pid"; do
-        if [[ -r "$pidfile" ]]; then
-            LARDER_SERVICES_PG_PID=$(head -n1 "$pidfile")
-            break
-        fi
-    done
+    [[ -n "$started" ]] || return 0
+    LARDER_SERVICES_PG_PID=$(_ts_pg_pid "$version")
     if [[ -n "$LARDER_SERVICES_PG_PID" ]]; then
         _ts_log "PostgreSQL started (pid $LARDER_SERVICES_PG_PID); it will be stopped at the end"
     else
@@ -172,20 +154,7 @@ _ts_check_postgres_login() {
 }
 
 # ---------------------------------------------------------------------------------------
-# Garage
-
-_ts_ensure_garage_binary() {
-    if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
-    fi
-    if _ts_have garage; then
-        return 0
-    fi
-    _ts_have cargo || _ts_die "garage is missing and cargo is not installed to build it"
-    _ts_log "garage not found: building it with 'cargo install garage --locked' (once; ~15 min on 2 cores)"
-    cargo install garage --locked >&2
-    _ts_have garage || _ts_die "garage still not on PATH after cargo install"
-}
+# Garage (built by larder_provision_garage)
 
 # Starts one Garage node in $LARDER_TEST_SERVICES_RUN_DIR/garage; sets the S3 variables.
 _ts_start_garage() {
@@ -259,7 +228,8 @@ TOML
         _ts_die "Garage did not become healthy (admin /health: '${health}', S3: '${s3}')"
     fi
 
-    local key_id="GK$(_ts_random_hex 12)" secret
+    local key_id secret
+    key_id="GK$(_ts_random_hex 12)"
     secret=$(_ts_random_hex 32)
     garage -c "$cfg" key import --yes -n larder-tests "$key_id" "$secret" >/dev/null
     garage -c "$cfg" key allow --create-bucket "$key_id" >/dev/null
@@ -288,13 +258,17 @@ larder_services_start() {
     mkdir -p "$LARDER_TEST_SERVICES_RUN_DIR"
     export LARDER_TEST_SERVICES_RUN_DIR
 
-    _ts_ensure_nix
-    _ts_ensure_postgres
+    # Install what is missing (scripts/provision.sh); starts nothing itself.
+    larder_provision
+
+    _ts_start_postgres
+    # Recorded (and so stopped by larder_services_stop) only if this run started the cluster.
     [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$LARDER_TEST_SERVICES_RUN_DIR/postgres.pid"
     _ts_check_postgres_login
     export LARDER_TEST_PG_URL="postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT"
 
-    _ts_ensure_garage_binary
+    _ts_cargo_bin_on_path
+    _ts_have garage || _ts_die "garage not found (bash scripts/provision.sh garage)"
     _ts_start_garage
 
     {
@@ -327,7 +301,7 @@ larder_services_stop() {
         rm -rf "$dir"
     fi
     if [[ "$dir" == "$LARDER_TEST_SERVICES_RUN_DIR" ]]; then
-        LARDER_TEST_SERVICES_RUN_DIR= LARDER_SERVICES_GARAGE_PID= LARDER_SERVICES_PG_PID=
+        LARDER_TEST_SERVICES_RUN_DIR='' LARDER_SERVICES_GARAGE_PID='' LARDER_SERVICES_PG_PID=
     fi
 }
 

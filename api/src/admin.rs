@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::config::Settings;
-use crate::domain::Permission;
+use crate::domain::{CacheName, Permission, TokenId};
 use crate::startup::build_services;
 
 #[derive(Debug, Subcommand)]
@@ -47,32 +47,29 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<(
     let services = build_services(settings).await?;
     match command {
         AdminCommand::CreateCache { name, private, priority } => {
-            let created = services.create_cache(&name, None, !private, priority).await?;
+            let name = CacheName::parse(&name).map_err(anyhow::Error::msg)?;
+            let created = services.create_cache(&name, None, !private, priority, "").await?;
             println!("created cache {} ({})", created.cache.name, if private { "private" } else { "public" });
-            println!("public key: {}", created.public_key);
+            println!("public key: {}", created.public_key.to_nix_string());
         }
         AdminCommand::CreateToken { cache, perm, expires, description } => {
+            let cache = CacheName::parse(&cache).map_err(anyhow::Error::msg)?;
             let created = services.create_token(&cache, perm, expires, &description).await?;
-            println!("token id: {}", created.row.id);
+            println!("token id: {}", created.token.id);
             println!("token: {}", created.secret);
         }
         AdminCommand::RevokeToken { id } => {
-            services.revoke_token(&id).await?;
+            services.revoke_token(&TokenId::from_presented(&id)).await?;
             println!("revoked token {id}");
         }
         AdminCommand::ListCaches => {
-            for cache in services.db().list_caches().await? {
-                let info = services.cache_info(&cache).await?;
-                println!(
-                    "{}\t{}\tpriority {}\t{}",
-                    info.name,
-                    if info.public { "public" } else { "private" },
-                    info.priority,
-                    info.public_keys.join(" ")
-                );
+            for cache in services.all_caches().await? {
+                let keys: Vec<String> = services.trusted_public_keys(&cache).await?.iter().map(|k| k.to_nix_string()).collect();
+                let visibility = if cache.public { "public" } else { "private" };
+                println!("{}\t{visibility}\tpriority {}\t{}", cache.name, cache.priority, keys.join(" "));
             }
         }
     }
-    services.db().close().await;
+    services.close().await;
     Ok(())
 }

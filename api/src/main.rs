@@ -59,7 +59,7 @@ async fn run(settings: Settings, command: Command, port_file: Option<PathBuf>) -
             app.run_until_stopped().await?;
         }
         Command::Migrate => {
-            build_services(&settings).await?.db().close().await;
+            build_services(&settings).await?.close().await;
             println!("database is up to date");
         }
         Command::Admin(command) => admin::run(&settings, command).await?,

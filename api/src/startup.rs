@@ -125,7 +125,7 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests (graceful shutdown).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.services.db().close().await;
+        self.services.close().await;
         result
     }
 }

@@ -3,3 +3,6 @@
 -- gone must act on nothing, not on everything.
 ALTER TABLE tokens ADD COLUMN limited INTEGER NOT NULL DEFAULT 0 CHECK (limited IN (0, 1));
 UPDATE tokens SET limited = 1 WHERE id IN (SELECT token_id FROM token_caches);
+
+-- Access times arrive with garbage collection, which will say how they are kept.
+ALTER TABLE paths DROP COLUMN last_accessed_at;

@@ -9,6 +9,7 @@
 //! Behaviour is pinned to Nix 2.8.0: the tests run against fixtures written
 //! by the real client (see `tests/fixtures/make-fixtures.sh`).
 
+pub mod binary_cache;
 pub mod compression;
 mod error;
 pub mod hash;

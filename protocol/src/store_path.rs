@@ -138,6 +138,11 @@ impl StorePath {
         &self.hash
     }
 
+    /// The 32-character hash, which names the path's `.narinfo` and `.ls`.
+    pub fn hash_part(&self) -> &str {
+        self.hash.as_str()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

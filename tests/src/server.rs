@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use larder_api::config::{Settings, StorageKind};
-use larder_api::domain::Permission;
+use larder_api::domain::{CacheName, Permission, TokenId};
 use larder_api::services::Services;
 use larder_api::startup::Application;
 use sqlx::any::AnyPoolOptions;
@@ -98,14 +98,28 @@ impl TestServer {
     }
 
     pub async fn create_cache(&self, name: &str, public: bool) -> TestCache {
-        let created = self.services.create_cache(name, None, public, None).await.expect("create cache");
-        TestCache { name: created.cache.name, public_key: created.public_key }
+        let name = CacheName::parse(name).expect("a valid cache name");
+        let created = self.services.create_cache(&name, None, public, None, "").await.expect("create cache");
+        TestCache { name: created.cache.name.as_str().to_owned(), public_key: created.public_key.to_nix_string() }
     }
 
     /// A token for `cache`; returns (id, secret).
     pub async fn token(&self, cache: &str, permission: Permission) -> (String, String) {
-        let created = self.services.create_token(cache, permission, None, "test").await.expect("create token");
-        (created.row.id, created.secret)
+        let cache = CacheName::parse(cache).expect("a valid cache name");
+        let created = self.services.create_token(&cache, permission, None, "test").await.expect("create token");
+        (created.token.id.as_str().to_owned(), created.secret)
+    }
+
+    /// A token for `cache` that expires after `lifetime`; returns (id, secret).
+    pub async fn expiring_token(&self, cache: &str, permission: Permission, lifetime: std::time::Duration) -> (String, String) {
+        let cache = CacheName::parse(cache).expect("a valid cache name");
+        let created = self.services.create_token(&cache, permission, Some(lifetime), "expiring").await.expect("create token");
+        (created.token.id.as_str().to_owned(), created.secret)
+    }
+
+    /// Revokes a token by id, as the operator would.
+    pub async fn revoke_token(&self, id: &str) {
+        self.services.revoke_token(&TokenId::from_presented(id)).await.expect("revoke token");
     }
 
     /// A second connection to the server's database, to check what it holds.
@@ -175,7 +189,7 @@ impl TestServer {
     /// Stops the server and removes its database and bucket.
     pub async fn stop(self) {
         self.handle.stop(true).await;
-        self.services.db().close().await;
+        self.services.close().await;
         if let Some(bucket) = &self.bucket {
             bucket.remove().await;
         }

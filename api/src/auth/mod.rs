@@ -8,6 +8,8 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{Token, TokenScope};
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub jti: String,
@@ -21,6 +23,33 @@ pub struct Claims {
     pub iat: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
+}
+
+impl Claims {
+    /// The claims of a token: its id and scope, as its record says.
+    pub fn for_token(token: &Token) -> Self {
+        let (cache, account) = match &token.scope {
+            TokenScope::Cache(cache) => (Some(cache.get()), None),
+            TokenScope::Personal { account, .. } | TokenScope::Session(account) => (None, Some(account.get())),
+        };
+        Claims {
+            jti: token.id.as_str().to_owned(),
+            cache,
+            account,
+            perm: token.permission.as_str().to_owned(),
+            iat: token.created_at,
+            exp: token.expires_at,
+        }
+    }
+
+    /// True if the claims name what the record says the token acts on.
+    pub fn matches(&self, scope: &TokenScope) -> bool {
+        let expected = match scope {
+            TokenScope::Cache(cache) => (Some(cache.get()), None),
+            TokenScope::Personal { account, .. } | TokenScope::Session(account) => (None, Some(account.get())),
+        };
+        (self.cache, self.account) == expected
+    }
 }
 
 pub struct TokenKeys {

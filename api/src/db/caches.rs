@@ -1,123 +1,163 @@
 //! Caches and their signing keys.
 
+use anyhow::Context;
+use larder_protocol::signing::PublicKey;
 use sqlx::FromRow;
 
 use super::{now, Database};
+use crate::domain::{AccountId, Cache, CacheId, CacheName, SealedSecret, SigningKey, SigningMode};
 
-#[derive(Clone, Debug, FromRow)]
-pub struct CacheRow {
-    pub id: i64,
-    pub name: String,
-    pub is_public: i64,
-    pub priority: i64,
-    pub signing_mode: String,
-    pub created_at: i64,
-    pub owner_id: Option<i64>,
-    pub description: String,
+#[derive(FromRow)]
+struct CacheRow {
+    id: i64,
+    name: String,
+    is_public: i64,
+    priority: i64,
+    signing_mode: String,
+    created_at: i64,
+    owner_id: Option<i64>,
+    description: String,
 }
 
-impl CacheRow {
-    pub fn is_public(&self) -> bool {
-        self.is_public != 0
+impl TryFrom<CacheRow> for Cache {
+    type Error = anyhow::Error;
+
+    fn try_from(row: CacheRow) -> anyhow::Result<Self> {
+        let corrupt = |what: &str| anyhow::anyhow!("cache row {} has a bad {what}", row.id);
+        Ok(Cache {
+            id: CacheId(row.id),
+            name: CacheName::parse(&row.name).map_err(|_| corrupt("name"))?,
+            owner: row.owner_id.map(AccountId),
+            public: flag(row.is_public).ok_or_else(|| corrupt("is_public"))?,
+            priority: row.priority,
+            signing_mode: SigningMode::parse(&row.signing_mode).ok_or_else(|| corrupt("signing_mode"))?,
+            description: row.description,
+            created_at: row.created_at,
+        })
     }
 }
 
-#[derive(Clone, FromRow)]
-pub struct SigningKeyRow {
-    pub id: i64,
-    pub cache_id: i64,
-    pub key_name: String,
-    pub public_key: String,
-    pub encrypted_secret: Option<Vec<u8>>,
-    pub master_key_id: Option<String>,
-    pub active: i64,
-    pub created_at: i64,
+#[derive(FromRow)]
+struct SigningKeyRow {
+    id: i64,
+    key_name: String,
+    public_key: String,
+    encrypted_secret: Option<Vec<u8>>,
+    master_key_id: Option<String>,
+    active: i64,
+    created_at: i64,
+}
+
+impl TryFrom<SigningKeyRow> for SigningKey {
+    type Error = anyhow::Error;
+
+    fn try_from(row: SigningKeyRow) -> anyhow::Result<Self> {
+        let corrupt = |what: &str| anyhow::anyhow!("signing key row {} has a bad {what}", row.id);
+        let public_key = PublicKey::parse(&row.public_key).map_err(|_| corrupt("public key"))?;
+        if public_key.name() != row.key_name {
+            return Err(corrupt("key name (it differs from its public key's)"));
+        }
+        Ok(SigningKey {
+            public_key,
+            secret: row.encrypted_secret.map(|ciphertext| SealedSecret { ciphertext, master_key_id: row.master_key_id }),
+            active: flag(row.active).ok_or_else(|| corrupt("active flag"))?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// A 0/1 column.
+pub(super) fn flag(value: i64) -> Option<bool> {
+    match value {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
 }
 
 /// A cache to create together with its first server-held signing key.
 pub struct NewCache<'a> {
-    pub name: &'a str,
-    pub owner_id: Option<i64>,
+    pub name: &'a CacheName,
+    pub owner: Option<AccountId>,
     pub description: &'a str,
-    pub is_public: bool,
+    pub public: bool,
     pub priority: i64,
-    pub key_name: &'a str,
-    pub public_key: &'a str,
-    pub encrypted_secret: &'a [u8],
-    pub master_key_id: &'a str,
+    pub public_key: &'a PublicKey,
+    pub secret: &'a SealedSecret,
 }
 
-const KEY_COLUMNS: &str = "id, cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at";
+const KEY_COLUMNS: &str = "id, key_name, public_key, encrypted_secret, master_key_id, active, created_at";
 
 const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at, owner_id, description";
 
+fn caches(rows: Vec<CacheRow>) -> anyhow::Result<Vec<Cache>> {
+    rows.into_iter().map(Cache::try_from).collect()
+}
+
+fn keys(rows: Vec<SigningKeyRow>) -> anyhow::Result<Vec<SigningKey>> {
+    rows.into_iter().map(SigningKey::try_from).collect()
+}
+
 impl Database {
     /// Creates the cache and its key in one transaction; `None` if the name is taken.
-    pub async fn create_cache(&self, new: NewCache<'_>) -> anyhow::Result<Option<CacheRow>> {
+    pub async fn create_cache(&self, new: NewCache<'_>) -> anyhow::Result<Option<Cache>> {
         let mut tx = self.pool.begin().await?;
         let created_at = now();
         let row: Option<CacheRow> = sqlx::query_as(&format!(
             "INSERT INTO caches (name, is_public, priority, signing_mode, created_at, owner_id, description) \
              VALUES ($1, $2, $3, 'server', $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
         ))
-        .bind(new.name)
-        .bind(i64::from(new.is_public))
+        .bind(new.name.as_str())
+        .bind(i64::from(new.public))
         .bind(new.priority)
         .bind(created_at)
-        .bind(new.owner_id)
+        .bind(new.owner.map(|a| a.0))
         .bind(new.description)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cache) = row else {
             return Ok(None);
         };
-        sqlx::query(
-            "INSERT INTO signing_keys (cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6)",
-        )
-        .bind(cache.id)
-        .bind(new.key_name)
-        .bind(new.public_key)
-        .bind(new.encrypted_secret.to_vec())
-        .bind(new.master_key_id)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_server_key(&mut tx, cache.id, new.public_key, new.secret, created_at).await?;
         tx.commit().await?;
-        Ok(Some(cache))
+        Ok(Some(cache.try_into()?))
     }
 
-    pub async fn cache_by_name(&self, name: &str) -> anyhow::Result<Option<CacheRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1"))
-            .bind(name)
+    pub async fn cache_by_name(&self, name: &CacheName) -> anyhow::Result<Option<Cache>> {
+        let row: Option<CacheRow> = sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE name = $1"))
+            .bind(name.as_str())
             .fetch_optional(&self.pool)
-            .await?)
+            .await
+            .context("reading a cache")?;
+        row.map(Cache::try_from).transpose()
     }
 
-    pub async fn cache_by_id(&self, id: i64) -> anyhow::Result<Option<CacheRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE id = $1"))
-            .bind(id)
+    pub async fn cache_by_id(&self, id: CacheId) -> anyhow::Result<Option<Cache>> {
+        let row: Option<CacheRow> = sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE id = $1"))
+            .bind(id.0)
             .fetch_optional(&self.pool)
-            .await?)
+            .await
+            .context("reading a cache")?;
+        row.map(Cache::try_from).transpose()
     }
 
-    pub async fn list_caches(&self) -> anyhow::Result<Vec<CacheRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await?)
+    pub async fn list_caches(&self) -> anyhow::Result<Vec<Cache>> {
+        caches(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches ORDER BY name")).fetch_all(&self.pool).await?)
     }
 
-    pub async fn caches_of(&self, owner_id: i64) -> anyhow::Result<Vec<CacheRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE owner_id = $1 ORDER BY name"))
-            .bind(owner_id)
-            .fetch_all(&self.pool)
-            .await?)
+    pub async fn caches_of(&self, owner: AccountId) -> anyhow::Result<Vec<Cache>> {
+        caches(
+            sqlx::query_as(&format!("SELECT {CACHE_COLUMNS} FROM caches WHERE owner_id = $1 ORDER BY name"))
+                .bind(owner.0)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
-    pub async fn update_cache(&self, id: i64, is_public: bool, priority: i64, description: &str) -> anyhow::Result<()> {
+    pub async fn update_cache(&self, id: CacheId, public: bool, priority: i64, description: &str) -> anyhow::Result<()> {
         sqlx::query("UPDATE caches SET is_public = $2, priority = $3, description = $4 WHERE id = $1")
-            .bind(id)
-            .bind(i64::from(is_public))
+            .bind(id.0)
+            .bind(i64::from(public))
             .bind(priority)
             .bind(description)
             .execute(&self.pool)
@@ -127,44 +167,47 @@ impl Database {
 
     /// Deletes a cache with its paths, keys and tokens (cascade). Its NAR objects stay
     /// until garbage collection, since other caches may share them.
-    pub async fn delete_cache(&self, id: i64) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM caches WHERE id = $1").bind(id).execute(&self.pool).await?;
+    pub async fn delete_cache(&self, id: CacheId) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM caches WHERE id = $1").bind(id.0).execute(&self.pool).await?;
         Ok(())
     }
 
     /// All of the cache's keys, active or retired, oldest first.
-    pub async fn signing_keys_of(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 ORDER BY id"))
-        .bind(cache_id)
-        .fetch_all(&self.pool)
-        .await?)
+    pub async fn signing_keys_of(&self, cache: CacheId) -> anyhow::Result<Vec<SigningKey>> {
+        keys(
+            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 ORDER BY id"))
+                .bind(cache.0)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
-    pub async fn add_signing_key(&self, cache_id: i64, key_name: &str, public_key: &str, sealed: &[u8], master_key_id: &str) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO signing_keys (cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+    /// The cache's active keys, oldest first.
+    pub async fn active_signing_keys(&self, cache: CacheId) -> anyhow::Result<Vec<SigningKey>> {
+        keys(
+            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id"))
+                .bind(cache.0)
+                .fetch_all(&self.pool)
+                .await?,
         )
-        .bind(cache_id)
-        .bind(key_name)
-        .bind(public_key)
-        .bind(sealed.to_vec())
-        .bind(master_key_id)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
+    }
+
+    pub async fn add_signing_key(&self, cache: CacheId, public_key: &PublicKey, secret: &SealedSecret) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_server_key(&mut tx, cache.0, public_key, secret, now()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Registers a client-held public key (no secret).
-    pub async fn add_public_key(&self, cache_id: i64, key_name: &str, public_key: &str) -> anyhow::Result<bool> {
+    /// Registers a client-held public key (no secret); false if the name is taken.
+    pub async fn add_public_key(&self, cache: CacheId, public_key: &PublicKey) -> anyhow::Result<bool> {
         let result = sqlx::query(
             "INSERT INTO signing_keys (cache_id, key_name, public_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
              ON CONFLICT (cache_id, key_name) DO NOTHING",
         )
-        .bind(cache_id)
-        .bind(key_name)
-        .bind(public_key)
+        .bind(cache.0)
+        .bind(public_key.name())
+        .bind(public_key.to_nix_string())
         .bind(now())
         .execute(&self.pool)
         .await?;
@@ -172,38 +215,52 @@ impl Database {
     }
 
     /// Retires every active key of a cache but `keep`.
-    pub async fn retire_keys_except(&self, cache_id: i64, keep: Option<&str>) -> anyhow::Result<()> {
+    pub async fn retire_keys_except(&self, cache: CacheId, keep: Option<&str>) -> anyhow::Result<()> {
         sqlx::query("UPDATE signing_keys SET active = 0 WHERE cache_id = $1 AND key_name <> COALESCE($2, '')")
-            .bind(cache_id)
+            .bind(cache.0)
             .bind(keep)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn set_signing_mode(&self, cache_id: i64, mode: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE caches SET signing_mode = $2 WHERE id = $1").bind(cache_id).bind(mode).execute(&self.pool).await?;
+    pub async fn set_signing_mode(&self, cache: CacheId, mode: SigningMode) -> anyhow::Result<()> {
+        sqlx::query("UPDATE caches SET signing_mode = $2 WHERE id = $1").bind(cache.0).bind(mode.as_str()).execute(&self.pool).await?;
         Ok(())
     }
 
     /// Retires an active key, unless it is the cache's last one; false if nothing changed.
-    pub async fn retire_signing_key(&self, cache_id: i64, key_name: &str) -> anyhow::Result<bool> {
+    pub async fn retire_signing_key(&self, cache: CacheId, key_name: &str) -> anyhow::Result<bool> {
         let result = sqlx::query(
             "UPDATE signing_keys SET active = 0 WHERE cache_id = $1 AND key_name = $2 AND active = 1 \
              AND (SELECT COUNT(*) FROM signing_keys WHERE cache_id = $1 AND active = 1) > 1",
         )
-        .bind(cache_id)
+        .bind(cache.0)
         .bind(key_name)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)
     }
+}
 
-    /// The cache's active keys, oldest first.
-    pub async fn active_signing_keys(&self, cache_id: i64) -> anyhow::Result<Vec<SigningKeyRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id"))
-        .bind(cache_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
+async fn insert_server_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cache_id: i64,
+    public_key: &PublicKey,
+    secret: &SealedSecret,
+    created_at: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (cache_id, key_name, public_key, encrypted_secret, master_key_id, active, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6)",
+    )
+    .bind(cache_id)
+    .bind(public_key.name())
+    .bind(public_key.to_nix_string())
+    .bind(secret.ciphertext.clone())
+    .bind(secret.master_key_id.clone())
+    .bind(created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

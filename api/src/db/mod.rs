@@ -14,17 +14,15 @@ use anyhow::Context;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
-pub use accounts::{AccountConflict, AccountRow};
-pub use caches::{CacheRow, NewCache, SigningKeyRow};
-pub use nars::{NarRow, NewNar, NewPath, PathRow};
-pub use tokens::TokenRow;
+pub use accounts::AccountConflict;
+pub use caches::NewCache;
 
 /// How many values one statement binds at most when a query takes a list (SQLite's and
 /// Postgres's limits are far above it); longer lists are sent in chunks of this size.
 const MAX_BINDS_PER_QUERY: usize = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
@@ -69,10 +67,6 @@ impl Database {
         };
         migrator.run(&self.pool).await.context("running database migrations")?;
         Ok(())
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     pub async fn health_check(&self) -> anyhow::Result<()> {

@@ -1,174 +1,213 @@
 //! NARs (content-addressed, shared), each cache's possession of them, its published paths
 //! and its build logs.
 
+use std::collections::HashSet;
+
+use larder_protocol::compression::Compression;
+use larder_protocol::hash::Sha256Hash;
+use larder_protocol::signing::Signature;
+use larder_protocol::store_path::{StorePath, StorePathHash};
 use sqlx::FromRow;
 
-use super::{now, Database};
+use super::{now, Database, MAX_BINDS_PER_QUERY};
+use crate::domain::{CacheId, Nar, NarId, NewNar, NewPath, PathId, PublishedPath};
 
-#[derive(Clone, Debug, FromRow)]
-pub struct NarRow {
-    pub id: i64,
-    pub file_hash: String,
-    pub file_size: i64,
-    pub compression: String,
-    pub nar_hash: String,
-    pub nar_size: i64,
-    pub storage_key: String,
-    pub listing_key: String,
-    pub created_at: i64,
+#[derive(FromRow)]
+struct NarRow {
+    id: i64,
+    file_hash: String,
+    file_size: i64,
+    compression: String,
+    nar_hash: String,
+    nar_size: i64,
+    storage_key: String,
+    listing_key: String,
 }
 
-pub struct NewNar<'a> {
-    pub file_hash: &'a str,
-    pub file_size: u64,
-    pub compression: &'a str,
-    pub nar_hash: &'a str,
-    pub nar_size: u64,
-    pub storage_key: &'a str,
-    pub listing_key: &'a str,
+impl TryFrom<NarRow> for Nar {
+    type Error = anyhow::Error;
+
+    fn try_from(row: NarRow) -> anyhow::Result<Self> {
+        let corrupt = |what: &str| anyhow::anyhow!("NAR row {} has a bad {what}", row.id);
+        Ok(Nar {
+            id: NarId(row.id),
+            file_hash: Sha256Hash::from_nix32(&row.file_hash).map_err(|_| corrupt("file hash"))?,
+            file_size: u64::try_from(row.file_size).map_err(|_| corrupt("file size"))?,
+            compression: Compression::from_name(&row.compression).ok_or_else(|| corrupt("compression"))?,
+            nar_hash: Sha256Hash::from_nix32(&row.nar_hash).map_err(|_| corrupt("NAR hash"))?,
+            nar_size: u64::try_from(row.nar_size).map_err(|_| corrupt("NAR size"))?,
+            storage_key: row.storage_key,
+            listing_key: row.listing_key,
+        })
+    }
 }
 
-/// A published path joined with its NAR: everything a narinfo is rendered from.
-#[derive(Clone, Debug, FromRow)]
-pub struct PathRow {
-    pub path_id: i64,
-    pub store_path: String,
-    pub refs: String,
-    pub deriver: Option<String>,
-    pub ca: Option<String>,
-    pub sigs: String,
+#[derive(FromRow)]
+struct PathRow {
+    path_id: i64,
+    store_path: String,
+    /// Space-separated base names, as in a narinfo.
+    refs: String,
+    deriver: Option<String>,
+    ca: Option<String>,
+    /// Newline-separated `name:base64`.
+    sigs: String,
     #[sqlx(flatten)]
-    pub nar: NarRow,
+    nar: NarRow,
 }
 
-pub struct NewPath<'a> {
-    pub cache_id: i64,
-    pub hash_part: &'a str,
-    pub store_path: &'a str,
-    pub nar_id: i64,
-    pub refs: &'a str,
-    pub deriver: Option<&'a str>,
-    pub ca: Option<&'a str>,
-    pub sigs: &'a str,
+impl TryFrom<PathRow> for PublishedPath {
+    type Error = anyhow::Error;
+
+    fn try_from(row: PathRow) -> anyhow::Result<Self> {
+        let corrupt = |what: &str| anyhow::anyhow!("path row {} has a bad {what}", row.path_id);
+        Ok(PublishedPath {
+            id: PathId(row.path_id),
+            store_path: StorePath::parse(&row.store_path).map_err(|_| corrupt("store path"))?,
+            references: row
+                .refs
+                .split_whitespace()
+                .map(StorePath::from_base_name)
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt("reference"))?,
+            deriver: row.deriver.as_deref().map(StorePath::from_base_name).transpose().map_err(|_| corrupt("deriver"))?,
+            ca: row.ca,
+            signatures: row.sigs.lines().filter(|s| !s.is_empty()).map(Signature::parse).collect::<Result<_, _>>().map_err(|_| corrupt("signature"))?,
+            nar: row.nar.try_into()?,
+        })
+    }
 }
 
-const NAR_COLUMNS: &str = "n.id, n.file_hash, n.file_size, n.compression, n.nar_hash, n.nar_size, n.storage_key, n.listing_key, n.created_at";
+fn joined_references(references: &[StorePath]) -> String {
+    references.iter().map(StorePath::base_name).collect::<Vec<_>>().join(" ")
+}
+
+fn joined_signatures(signatures: &[Signature]) -> String {
+    signatures.iter().map(Signature::to_nix_string).collect::<Vec<_>>().join("\n")
+}
+
+const NAR_COLUMNS: &str = "n.id, n.file_hash, n.file_size, n.compression, n.nar_hash, n.nar_size, n.storage_key, n.listing_key";
+const PATH_COLUMNS: &str = "p.id AS path_id, p.store_path, p.refs, p.deriver, p.ca, p.sigs";
 
 impl Database {
-    pub async fn nar_by_file_hash(&self, file_hash: &str) -> anyhow::Result<Option<NarRow>> {
-        Ok(sqlx::query_as(&format!("SELECT {NAR_COLUMNS} FROM nars n WHERE n.file_hash = $1"))
-            .bind(file_hash)
+    pub async fn nar_by_file_hash(&self, file_hash: &Sha256Hash) -> anyhow::Result<Option<Nar>> {
+        let row: Option<NarRow> = sqlx::query_as(&format!("SELECT {NAR_COLUMNS} FROM nars n WHERE n.file_hash = $1"))
+            .bind(file_hash.to_nix32())
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        row.map(Nar::try_from).transpose()
     }
 
     /// Records a stored NAR (once: a concurrent or earlier upload of the same bytes wins)
-    /// and gives `cache_id` possession of it.
-    pub async fn record_nar_upload(&self, cache_id: i64, nar: NewNar<'_>) -> anyhow::Result<NarRow> {
+    /// and gives `cache` possession of it.
+    pub async fn record_nar_upload(&self, cache: CacheId, nar: &NewNar) -> anyhow::Result<Nar> {
         sqlx::query(
             "INSERT INTO nars (file_hash, file_size, compression, nar_hash, nar_size, storage_key, listing_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_hash) DO NOTHING",
         )
-        .bind(nar.file_hash)
-        .bind(nar.file_size as i64)
-        .bind(nar.compression)
-        .bind(nar.nar_hash)
-        .bind(nar.nar_size as i64)
-        .bind(nar.storage_key)
-        .bind(nar.listing_key)
+        .bind(nar.file_hash.to_nix32())
+        .bind(i64::try_from(nar.file_size)?)
+        .bind(nar.compression.name())
+        .bind(nar.nar_hash.to_nix32())
+        .bind(i64::try_from(nar.nar_size)?)
+        .bind(&nar.storage_key)
+        .bind(&nar.listing_key)
         .bind(now())
         .execute(&self.pool)
         .await?;
-        let row = self
-            .nar_by_file_hash(nar.file_hash)
+        let stored = self
+            .nar_by_file_hash(&nar.file_hash)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("NAR {} vanished after insert", nar.file_hash))?;
+            .ok_or_else(|| anyhow::anyhow!("NAR {} vanished after insert", nar.file_hash.to_nix32()))?;
         sqlx::query("INSERT INTO cache_nars (cache_id, nar_id, uploaded_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(cache_id)
-            .bind(row.id)
+            .bind(cache.0)
+            .bind(stored.id.0)
             .bind(now())
             .execute(&self.pool)
             .await?;
-        Ok(row)
+        Ok(stored)
     }
 
     /// The NAR, if bytes with this file hash were uploaded to this cache (committed or not).
-    pub async fn uploaded_nar(&self, cache_id: i64, file_hash: &str) -> anyhow::Result<Option<NarRow>> {
-        Ok(sqlx::query_as(&format!(
+    pub async fn uploaded_nar(&self, cache: CacheId, file_hash: &Sha256Hash) -> anyhow::Result<Option<Nar>> {
+        let row: Option<NarRow> = sqlx::query_as(&format!(
             "SELECT {NAR_COLUMNS} FROM nars n JOIN cache_nars c ON c.nar_id = n.id WHERE c.cache_id = $1 AND n.file_hash = $2"
         ))
-        .bind(cache_id)
-        .bind(file_hash)
+        .bind(cache.0)
+        .bind(file_hash.to_nix32())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        row.map(Nar::try_from).transpose()
     }
 
     /// The NAR, if a published path of this cache uses it.
-    pub async fn published_nar(&self, cache_id: i64, file_hash: &str) -> anyhow::Result<Option<NarRow>> {
-        Ok(sqlx::query_as(&format!(
+    pub async fn published_nar(&self, cache: CacheId, file_hash: &Sha256Hash) -> anyhow::Result<Option<Nar>> {
+        let row: Option<NarRow> = sqlx::query_as(&format!(
             "SELECT {NAR_COLUMNS} FROM nars n WHERE n.file_hash = $2 \
              AND EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = $1)"
         ))
-        .bind(cache_id)
-        .bind(file_hash)
+        .bind(cache.0)
+        .bind(file_hash.to_nix32())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        row.map(Nar::try_from).transpose()
     }
 
-    pub async fn path(&self, cache_id: i64, hash_part: &str) -> anyhow::Result<Option<PathRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT p.id AS path_id, p.store_path, p.refs, p.deriver, p.ca, p.sigs, {NAR_COLUMNS} \
-             FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2"
+    pub async fn path(&self, cache: CacheId, hash: &StorePathHash) -> anyhow::Result<Option<PublishedPath>> {
+        let row: Option<PathRow> = sqlx::query_as(&format!(
+            "SELECT {PATH_COLUMNS}, {NAR_COLUMNS} FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2"
         ))
-        .bind(cache_id)
-        .bind(hash_part)
+        .bind(cache.0)
+        .bind(hash.as_str())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        row.map(PublishedPath::try_from).transpose()
     }
 
-    /// A page of a cache's paths in id order, after `after_id` (for walking all of them).
-    pub async fn paths_page(&self, cache_id: i64, after_id: i64, limit: i64) -> anyhow::Result<Vec<PathRow>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT p.id AS path_id, p.store_path, p.refs, p.deriver, p.ca, p.sigs, {NAR_COLUMNS} \
-             FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3"
+    /// A page of a cache's paths in id order, after `after` (for walking all of them).
+    pub async fn paths_page(&self, cache: CacheId, after: Option<PathId>, limit: i64) -> anyhow::Result<Vec<PublishedPath>> {
+        let rows: Vec<PathRow> = sqlx::query_as(&format!(
+            "SELECT {PATH_COLUMNS}, {NAR_COLUMNS} FROM paths p JOIN nars n ON n.id = p.nar_id \
+             WHERE p.cache_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3"
         ))
-        .bind(cache_id)
-        .bind(after_id)
+        .bind(cache.0)
+        .bind(after.map_or(0, |p| p.0))
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.into_iter().map(PublishedPath::try_from).collect()
     }
 
-    pub async fn count_paths(&self, cache_id: i64) -> anyhow::Result<i64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM paths WHERE cache_id = $1").bind(cache_id).fetch_one(&self.pool).await?;
+    pub async fn count_paths(&self, cache: CacheId) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM paths WHERE cache_id = $1").bind(cache.0).fetch_one(&self.pool).await?;
         Ok(n)
     }
 
     /// Withdraws every path of a cache (its NARs stay uploaded to it).
-    pub async fn delete_paths(&self, cache_id: i64) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM paths WHERE cache_id = $1").bind(cache_id).execute(&self.pool).await?;
+    pub async fn delete_paths(&self, cache: CacheId) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM paths WHERE cache_id = $1").bind(cache.0).execute(&self.pool).await?;
         Ok(())
     }
 
-    pub async fn set_path_sigs(&self, path_id: i64, sigs: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1").bind(path_id).bind(sigs).execute(&self.pool).await?;
+    pub async fn set_path_signatures(&self, path: PathId, signatures: &[Signature]) -> anyhow::Result<()> {
+        sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1").bind(path.0).bind(joined_signatures(signatures)).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Which of these hash parts this cache has no published path for: one query per
-    /// [`super::MAX_BINDS_PER_QUERY`] hash parts, never one per path.
-    pub async fn missing_paths(&self, cache_id: i64, hash_parts: &[String]) -> anyhow::Result<Vec<String>> {
-        let mut present = std::collections::HashSet::new();
-        for chunk in hash_parts.chunks(super::MAX_BINDS_PER_QUERY) {
+    /// Which of these hashes this cache has no published path for: one query per
+    /// [`MAX_BINDS_PER_QUERY`] hashes, never one per path.
+    pub async fn missing_paths<'a>(&self, cache: CacheId, hashes: &[&'a StorePathHash]) -> anyhow::Result<Vec<&'a StorePathHash>> {
+        let mut present = HashSet::new();
+        for chunk in hashes.chunks(MAX_BINDS_PER_QUERY) {
             let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!("SELECT hash_part FROM paths WHERE cache_id = $1 AND hash_part IN ({})", placeholders.join(", "));
-            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(cache_id);
-            for hash_part in chunk {
-                query = query.bind(hash_part);
+            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(cache.0);
+            for hash in chunk {
+                query = query.bind(hash.as_str());
             }
-            present.extend(query.fetch_all(&self.pool).await?.into_iter().map(|(hash_part,)| hash_part));
+            present.extend(query.fetch_all(&self.pool).await?.into_iter().map(|(hash,)| hash));
         }
-        Ok(hash_parts.iter().filter(|h| !present.contains(*h)).cloned().collect())
+        Ok(hashes.iter().filter(|h| !present.contains(h.as_str())).copied().collect())
     }
 
     /// Publishes a path, or replaces what an earlier push published for it (idempotent).
@@ -179,38 +218,38 @@ impl Database {
              ON CONFLICT (cache_id, hash_part) DO UPDATE SET store_path = excluded.store_path, nar_id = excluded.nar_id, \
              refs = excluded.refs, deriver = excluded.deriver, ca = excluded.ca, sigs = excluded.sigs",
         )
-        .bind(path.cache_id)
-        .bind(path.hash_part)
-        .bind(path.store_path)
-        .bind(path.nar_id)
-        .bind(path.refs)
-        .bind(path.deriver)
+        .bind(path.cache.0)
+        .bind(path.store_path.hash_part())
+        .bind(path.store_path.to_absolute())
+        .bind(path.nar.0)
+        .bind(joined_references(path.references))
+        .bind(path.deriver.map(StorePath::base_name))
         .bind(path.ca)
-        .bind(path.sigs)
+        .bind(joined_signatures(path.signatures))
         .bind(now())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn upsert_build_log(&self, cache_id: i64, drv: &str, storage_key: &str, size: u64) -> anyhow::Result<()> {
+    pub async fn upsert_build_log(&self, cache: CacheId, drv: &StorePath, storage_key: &str, size: u64) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO build_logs (cache_id, drv, storage_key, size, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (cache_id, drv) DO UPDATE SET storage_key = excluded.storage_key, size = excluded.size, created_at = excluded.created_at",
         )
-        .bind(cache_id)
-        .bind(drv)
+        .bind(cache.0)
+        .bind(drv.base_name())
         .bind(storage_key)
-        .bind(size as i64)
+        .bind(i64::try_from(size)?)
         .bind(now())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn build_log_key(&self, cache_id: i64, drv: &str) -> anyhow::Result<Option<String>> {
+    pub async fn build_log_key(&self, cache: CacheId, drv: &str) -> anyhow::Result<Option<String>> {
         let row: Option<(String,)> = sqlx::query_as("SELECT storage_key FROM build_logs WHERE cache_id = $1 AND drv = $2")
-            .bind(cache_id)
+            .bind(cache.0)
             .bind(drv)
             .fetch_optional(&self.pool)
             .await?;

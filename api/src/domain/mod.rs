@@ -2,8 +2,14 @@
 
 mod account;
 mod cache_name;
+mod ids;
 mod permission;
+mod records;
 
 pub use account::{Email, NewPassword, Username, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use cache_name::CacheName;
 pub use permission::Permission;
+pub use ids::{AccountId, CacheId, NarId, PathId, TokenId};
+pub use records::{
+    Account, Cache, CacheLimit, Nar, NewNar, NewPath, PublishedPath, SealedSecret, SigningKey, SigningMode, Token, TokenKind, TokenScope,
+};

@@ -1,27 +1,31 @@
-//! The REST API, `/api/v1` (contract: openapi.yaml). JSON in, JSON out; errors are
-//! `{"error": code, "message": text}`.
+//! The REST API, `/api/v1` (contract: openapi.yaml). JSON in, JSON out, in the shapes of
+//! `larder-api-types`; errors are `{"error": code, "message": text}`. Here: turning domain
+//! values into those shapes (`From`), requests into service inputs (`TryFrom`, where the
+//! rules about valid combinations live), and nothing else.
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use larder_api_types as api;
 
 use super::body::Credentials;
 use super::errors::ApiError;
-use crate::db::{CacheRow, TokenRow};
-use crate::domain::Permission;
-use crate::services::{CacheChanges, CacheInfo, ListedToken, Principal, ServiceError, Services, SigningMode, TokenRequest};
+use super::extract::CachePath;
+use crate::domain::{self, CacheName, Permission, TokenId, TokenScope};
+use crate::services::{CacheChanges, NewOwnedCache, Principal, ServiceError, Services, TokenRequest, TokenTarget};
 use crate::startup::PublicUrl;
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-/// JSON body errors (malformed, wrong content type, too large) in our error shape.
+/// Largest JSON body accepted.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// JSON body errors (malformed, wrong content type, too large, too slow) in our error shape.
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(64 * 1024).error_handler(|error, _req| {
+    web::JsonConfig::default().limit(MAX_JSON_BODY).error_handler(|error, _req| {
         use actix_web::error::JsonPayloadError as E;
         let service_error = match &error {
-            E::OverflowKnownLength { .. } | E::Overflow { .. } => ServiceError::PayloadTooLarge { limit: 64 * 1024 },
+            E::OverflowKnownLength { .. } | E::Overflow { .. } => ServiceError::PayloadTooLarge { limit: MAX_JSON_BODY as u64 },
             E::ContentType => ServiceError::BadRequest("expected a JSON body with Content-Type: application/json".into()),
             E::Payload(payload) if super::body::timed_out(payload) => ServiceError::RequestTimeout,
             other => ServiceError::BadRequest(format!("invalid JSON body: {other}")),
@@ -38,38 +42,131 @@ async fn caller(services: &Services, credentials: &Credentials) -> Result<Princi
         .ok_or(ApiError(ServiceError::Unauthorized("authentication required: send a token (Authorization: Bearer …)")))
 }
 
+// ---- shapes: domain → wire ---------------------------------------------------------------
+
+fn wire_permission(permission: Permission) -> api::Permission {
+    match permission {
+        Permission::Read => api::Permission::Read,
+        Permission::Write => api::Permission::Write,
+        Permission::Admin => api::Permission::Admin,
+    }
+}
+
+fn domain_permission(permission: api::Permission) -> Permission {
+    match permission {
+        api::Permission::Read => Permission::Read,
+        api::Permission::Write => Permission::Write,
+        api::Permission::Admin => Permission::Admin,
+    }
+}
+
+fn wire_signing_mode(mode: domain::SigningMode) -> api::SigningMode {
+    match mode {
+        domain::SigningMode::Server => api::SigningMode::Server,
+        domain::SigningMode::Client => api::SigningMode::Client,
+    }
+}
+
+fn domain_signing_mode(mode: api::SigningMode) -> domain::SigningMode {
+    match mode {
+        api::SigningMode::Server => domain::SigningMode::Server,
+        api::SigningMode::Client => domain::SigningMode::Client,
+    }
+}
+
+fn account_view(account: domain::Account) -> api::Account {
+    let domain::Account { username, email, created_at, .. } = account;
+    api::Account { username: username.as_str().to_owned(), email: email.as_str().to_owned(), created_at }
+}
+
+fn cache_view(cache: domain::Cache) -> api::Cache {
+    let domain::Cache { name, public, priority, description, created_at, .. } = cache;
+    api::Cache { name: name.as_str().to_owned(), public, priority, description, created_at }
+}
+
+fn key_view(key: domain::SigningKey) -> api::Key {
+    let name = key.name().to_owned();
+    let domain::SigningKey { public_key, active, created_at, .. } = key;
+    api::Key { name, public_key: public_key.to_nix_string(), active, created_at }
+}
+
+/// A token as the API shows it, its caches named from `caches` (those the caller sees).
+fn token_view(caches: &[domain::Cache], token: domain::Token) -> api::Token {
+    let name_of = |id: &domain::CacheId| caches.iter().find(|c| c.id == *id).map(|c| c.name.as_str().to_owned());
+    let domain::Token { id, scope, permission, description, created_at, expires_at, revoked_at, last_used_at } = token;
+    let (kind, cache, limited, limited_to) = match &scope {
+        TokenScope::Cache(cache) => (api::TokenKind::Cache, name_of(cache), false, Vec::new()),
+        TokenScope::Personal { caches: domain::CacheLimit::All, .. } => (api::TokenKind::Personal, None, false, Vec::new()),
+        TokenScope::Personal { caches: domain::CacheLimit::Only(ids), .. } => {
+            (api::TokenKind::Personal, None, true, ids.iter().filter_map(name_of).collect())
+        }
+        TokenScope::Session(_) => (api::TokenKind::Session, None, false, Vec::new()),
+    };
+    api::Token {
+        id: id.as_str().to_owned(),
+        kind,
+        cache,
+        limited,
+        caches: limited_to,
+        permission: wire_permission(permission),
+        description,
+        created_at,
+        expires_at,
+        revoked_at,
+        last_used_at,
+    }
+}
+
+// ---- requests: wire → service inputs -----------------------------------------------------
+
+fn cache_name(name: &str) -> Result<CacheName, ServiceError> {
+    CacheName::parse(name).map_err(ServiceError::BadRequest)
+}
+
+impl TryFrom<api::NewCache> for NewOwnedCache {
+    type Error = ServiceError;
+
+    fn try_from(request: api::NewCache) -> Result<Self, ServiceError> {
+        let api::NewCache { name, public, priority, description } = request;
+        Ok(NewOwnedCache { name: cache_name(&name)?, public, priority, description })
+    }
+}
+
+impl From<api::CacheChanges> for CacheChanges {
+    fn from(request: api::CacheChanges) -> Self {
+        let api::CacheChanges { public, priority, description } = request;
+        CacheChanges { public, priority, description }
+    }
+}
+
+impl TryFrom<api::NewToken> for TokenRequest {
+    type Error = ServiceError;
+
+    fn try_from(request: api::NewToken) -> Result<Self, ServiceError> {
+        let api::NewToken { kind, cache, caches, permission, expires_in, description } = request;
+        let target = match (kind, cache) {
+            (api::TokenKind::Cache, Some(cache)) if caches.is_empty() => TokenTarget::Cache(cache_name(&cache)?),
+            (api::TokenKind::Cache, _) => return Err(ServiceError::BadRequest("a cache token needs `cache` (and no `caches`)".into())),
+            (api::TokenKind::Personal, None) => TokenTarget::Personal(caches.iter().map(|c| cache_name(c)).collect::<Result<_, _>>()?),
+            (api::TokenKind::Personal, Some(_)) => return Err(ServiceError::BadRequest("a personal token takes `caches`, not `cache`".into())),
+            (api::TokenKind::Session, _) => return Err(ServiceError::BadRequest("a session is opened by logging in (POST /api/v1/sessions)".into())),
+        };
+        Ok(TokenRequest { target, permission: domain_permission(permission), expires_in: expires_in.map(Duration::from_secs), description })
+    }
+}
+
 // ---- accounts and sessions -------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignUp {
-    username: String,
-    email: String,
-    password: String,
+pub async fn sign_up(services: web::Data<Services>, body: web::Json<api::SignUp>) -> ApiResult {
+    let api::SignUp { username, email, password } = body.into_inner();
+    let account = services.sign_up(&username, &email, &password).await?;
+    Ok(HttpResponse::Created().json(account_view(account)))
 }
 
-pub async fn sign_up(services: web::Data<Services>, body: web::Json<SignUp>) -> ApiResult {
-    let account = services.sign_up(&body.username, &body.email, &body.password).await?;
-    Ok(HttpResponse::Created().json(account))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogIn {
-    username: String,
-    password: String,
-}
-
-#[derive(Serialize)]
-struct SessionCreated {
-    token: String,
-    expires_at: Option<i64>,
-}
-
-pub async fn log_in(services: web::Data<Services>, body: web::Json<LogIn>, req: HttpRequest) -> ApiResult {
+pub async fn log_in(services: web::Data<Services>, body: web::Json<api::LogIn>, req: HttpRequest) -> ApiResult {
     let client = req.peer_addr().map(|a| a.ip());
     let session = services.log_in(&body.username, &body.password, client).await?;
-    Ok(HttpResponse::Created().json(SessionCreated { token: session.secret, expires_at: session.row.expires_at }))
+    Ok(HttpResponse::Created().json(api::SessionCreated { token: session.secret, expires_at: session.token.expires_at }))
 }
 
 pub async fn log_out(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
@@ -80,29 +177,16 @@ pub async fn log_out(services: web::Data<Services>, credentials: Credentials) ->
 
 pub async fn get_account(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Ok().json(services.account(&principal).await?))
+    Ok(HttpResponse::Ok().json(account_view(services.account(&principal).await?)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePassword {
-    current_password: String,
-    new_password: String,
-}
-
-pub async fn change_password(services: web::Data<Services>, credentials: Credentials, body: web::Json<ChangePassword>) -> ApiResult {
+pub async fn change_password(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::ChangePassword>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     services.change_password(&principal, &body.current_password, &body.new_password).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Confirm {
-    confirm: String,
-}
-
-pub async fn delete_account(services: web::Data<Services>, credentials: Credentials, body: web::Json<Confirm>) -> ApiResult {
+pub async fn delete_account(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::Confirm>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     services.delete_account(&principal, &body.confirm).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -110,51 +194,16 @@ pub async fn delete_account(services: web::Data<Services>, credentials: Credenti
 
 // ---- caches ------------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct CacheView {
-    name: String,
-    public: bool,
-    priority: i64,
-    description: String,
-    created_at: i64,
-}
-
-impl From<CacheRow> for CacheView {
-    fn from(row: CacheRow) -> Self {
-        let public = row.is_public();
-        let CacheRow { name, priority, description, created_at, .. } = row;
-        Self { name, public, priority, description, created_at }
-    }
-}
-
 pub async fn list_caches(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let caches: Vec<CacheView> = services.my_caches(&principal).await?.into_iter().map(CacheView::from).collect();
+    let caches: Vec<api::Cache> = services.my_caches(&principal).await?.into_iter().map(cache_view).collect();
     Ok(HttpResponse::Ok().json(caches))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewCache {
-    name: String,
-    public: bool,
-    priority: Option<i64>,
-    #[serde(default)]
-    description: String,
-}
-
-pub async fn create_cache(services: web::Data<Services>, credentials: Credentials, body: web::Json<NewCache>) -> ApiResult {
+pub async fn create_cache(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::NewCache>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let cache = services.create_owned_cache(&principal, &body.name, body.public, body.priority, &body.description).await?;
-    Ok(HttpResponse::Created().json(CacheView::from(cache)))
-}
-
-#[derive(Serialize)]
-struct CacheInfoResponse {
-    #[serde(flatten)]
-    info: CacheInfo,
-    /// What to put in `substituters` (and `nix copy --to`).
-    substituter: String,
+    let cache = services.create_owned_cache(&principal, body.into_inner().try_into()?).await?;
+    Ok(HttpResponse::Created().json(cache_view(cache)))
 }
 
 /// What a client needs to configure itself for a cache (visibility rules as on the
@@ -162,133 +211,54 @@ struct CacheInfoResponse {
 pub async fn cache_info(
     services: web::Data<Services>,
     public_url: web::Data<PublicUrl>,
-    path: web::Path<String>,
+    cache: CachePath,
     credentials: Credentials,
     req: HttpRequest,
 ) -> ApiResult {
     let principal = services.authenticate(credentials.token()).await?;
-    let cache = services.authorize(&path, principal.as_ref(), Permission::Read).await?;
-    let info = services.cache_info(&cache).await?;
+    let cache = services.authorize(&cache.0, principal.as_ref(), Permission::Read).await?;
+    let public_keys = services.trusted_public_keys(&cache).await?.iter().map(|k| k.to_nix_string()).collect();
     let substituter = format!("{}/{}", public_url.base(&req), cache.name);
-    Ok(HttpResponse::Ok().json(CacheInfoResponse { info, substituter }))
+    Ok(HttpResponse::Ok().json(api::CacheInfo {
+        name: cache.name.as_str().to_owned(),
+        public: cache.public,
+        priority: cache.priority,
+        public_keys,
+        substituter,
+    }))
 }
 
-pub async fn update_cache(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    body: web::Json<CacheChanges>,
-) -> ApiResult {
+pub async fn update_cache(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::CacheChanges>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let cache = services.update_cache(&principal, &path, body.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(CacheView::from(cache)))
+    let cache = services.update_cache(&principal, &cache.0, body.into_inner().into()).await?;
+    Ok(HttpResponse::Ok().json(cache_view(cache)))
 }
 
-pub async fn delete_cache(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    body: web::Json<Confirm>,
-) -> ApiResult {
+pub async fn delete_cache(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::Confirm>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    services.delete_cache(&principal, &path, &body.confirm).await?;
+    services.delete_cache(&principal, &cache.0, &body.confirm).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // ---- tokens ------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    /// "cache" (needs `cache`) or "personal" (optionally `caches`).
-    kind: String,
-    cache: Option<String>,
-    #[serde(default)]
-    caches: Vec<String>,
-    permission: String,
-    /// Lifetime in seconds; absent for no expiry.
-    expires_in: Option<u64>,
-    #[serde(default)]
-    description: String,
-}
-
-#[derive(Serialize)]
-struct TokenView {
-    id: String,
-    kind: String,
-    cache: Option<String>,
-    /// For personal tokens: true if it acts only on `caches` (which may have become empty
-    /// when they were deleted: then it acts on nothing).
-    limited: bool,
-    caches: Vec<String>,
-    permission: String,
-    description: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct TokenCreated {
-    #[serde(flatten)]
-    view: TokenView,
-    /// The token itself. Shown only in this response; Larder does not keep it.
-    token: String,
-}
-
-/// A token as the API shows it, its caches named from `caches` (those the caller sees).
-fn token_view(caches: &[CacheRow], token: ListedToken) -> TokenView {
-    let name_of = |id: i64| caches.iter().find(|c| c.id == id).map(|c| c.name.clone());
-    let ListedToken { row, limited_to } = token;
-    let TokenRow { id, kind, cache_id, limited, permission, description, created_at, expires_at, revoked_at, last_used_at, .. } = row;
-    TokenView {
-        id,
-        kind,
-        cache: cache_id.and_then(name_of),
-        limited: limited != 0,
-        caches: limited_to.into_iter().filter_map(name_of).collect(),
-        permission,
-        description,
-        created_at,
-        expires_at,
-        revoked_at,
-        last_used_at,
-    }
-}
-
 pub async fn list_tokens(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let caches = services.my_caches(&principal).await?;
-    let views: Vec<TokenView> = services.my_tokens(&principal).await?.into_iter().map(|t| token_view(&caches, t)).collect();
+    let views: Vec<api::Token> = services.my_tokens(&principal).await?.into_iter().map(|t| token_view(&caches, t)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
-pub async fn create_token(services: web::Data<Services>, credentials: Credentials, body: web::Json<NewToken>) -> ApiResult {
+pub async fn create_token(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::NewToken>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let body = body.into_inner();
-    let permission: Permission = body.permission.parse().map_err(ServiceError::BadRequest)?;
-    let request = match (body.kind.as_str(), body.cache) {
-        ("cache", Some(cache)) if body.caches.is_empty() => TokenRequest::Cache { cache },
-        ("cache", _) => return Err(ServiceError::BadRequest("a cache token needs `cache` (and no `caches`)".into()).into()),
-        ("personal", None) => TokenRequest::Personal { caches: body.caches },
-        ("personal", Some(_)) => return Err(ServiceError::BadRequest("a personal token takes `caches`, not `cache`".into()).into()),
-        (other, _) => return Err(ServiceError::BadRequest(format!("unknown token kind '{other}': expected cache or personal")).into()),
-    };
-    const TEN_YEARS: u64 = 10 * 366 * 24 * 3600;
-    let expires_in = match body.expires_in {
-        Some(secs) if secs > TEN_YEARS => return Err(ServiceError::BadRequest("expires_in is at most ten years".into()).into()),
-        other => other.map(Duration::from_secs),
-    };
-    let created = services.create_token_for(&principal, request, permission, expires_in, &body.description).await?;
+    let created = services.create_token_for(&principal, body.into_inner().try_into()?).await?;
     let caches = services.my_caches(&principal).await?;
-    let view = token_view(&caches, ListedToken { row: created.row, limited_to: created.limited_to });
-    Ok(HttpResponse::build(StatusCode::CREATED).json(TokenCreated { view, token: created.secret }))
+    Ok(HttpResponse::Created().json(api::TokenCreated { token: token_view(&caches, created.token), secret: created.secret }))
 }
 
 pub async fn revoke_token(services: web::Data<Services>, credentials: Credentials, path: web::Path<String>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    services.revoke_own_token(&principal, &path).await?;
+    services.revoke_own_token(&principal, &TokenId::from_presented(&path)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -299,70 +269,36 @@ pub async fn unknown_route() -> ApiResult {
 
 // ---- signing keys ------------------------------------------------------------------------
 
-pub async fn list_keys(services: web::Data<Services>, path: web::Path<String>, credentials: Credentials) -> ApiResult {
+pub async fn list_keys(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
     let principal = services.authenticate(credentials.token()).await?;
-    Ok(HttpResponse::Ok().json(services.list_keys(principal.as_ref(), &path).await?))
+    let keys: Vec<api::Key> = services.list_keys(principal.as_ref(), &cache.0).await?.into_iter().map(key_view).collect();
+    Ok(HttpResponse::Ok().json(keys))
 }
 
-pub async fn add_key(services: web::Data<Services>, path: web::Path<String>, credentials: Credentials) -> ApiResult {
+pub async fn add_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(services.add_key(&principal, &path).await?))
+    Ok(HttpResponse::Created().json(key_view(services.add_key(&principal, &cache.0).await?)))
 }
 
-pub async fn retire_key(services: web::Data<Services>, path: web::Path<(String, String)>, credentials: Credentials) -> ApiResult {
+pub async fn retire_key(services: web::Data<Services>, cache: CachePath, path: web::Path<(String, String)>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let (cache, key) = path.into_inner();
-    services.retire_key(&principal, &cache, &key).await?;
+    services.retire_key(&principal, &cache.0, &path.1).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublicKeyBody {
-    public_key: String,
-}
-
-pub async fn register_public_key(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    body: web::Json<PublicKeyBody>,
-) -> ApiResult {
+pub async fn register_public_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::NewPublicKey>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(services.register_public_key(&principal, &path, &body.public_key).await?))
+    Ok(HttpResponse::Created().json(key_view(services.register_public_key(&principal, &cache.0, &body.public_key).await?)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretKeyBody {
-    secret_key: String,
-}
-
-pub async fn import_secret_key(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    body: web::Json<SecretKeyBody>,
-) -> ApiResult {
+pub async fn import_secret_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::NewSecretKey>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(services.import_secret_key(&principal, &path, &body.secret_key).await?))
+    Ok(HttpResponse::Created().json(key_view(services.import_secret_key(&principal, &cache.0, &body.secret_key).await?)))
 }
 
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningModeBody {
-    mode: SigningMode,
-    #[serde(default)]
-    drop_paths: bool,
-}
-
-pub async fn set_signing_mode(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    body: web::Json<SigningModeBody>,
-) -> ApiResult {
+pub async fn set_signing_mode(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::SetSigningMode>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    services.set_signing_mode(&principal, &path, body.mode, body.drop_paths).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "mode": body.mode })))
+    let api::SetSigningMode { mode, drop_paths } = body.into_inner();
+    services.set_signing_mode(&principal, &cache.0, domain_signing_mode(mode), drop_paths).await?;
+    Ok(HttpResponse::Ok().json(api::SigningModeSet { mode: wire_signing_mode(domain_signing_mode(mode)) }))
 }

@@ -4,120 +4,127 @@ use actix_files::HttpRange;
 use actix_web::body::SizedStream;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use larder_protocol::binary_cache::{
+    parse_hash_part, parse_nar_file_name, BUILD_LOG_MIME, CACHE_INFO_MIME, LISTING_MIME, NARINFO_MIME, NAR_MIME,
+};
+use larder_protocol::narinfo::MAX_NARINFO_SIZE;
 
 use super::body::{self, Credentials};
 use super::errors::NixError;
+use super::extract::CachePath;
 use super::not_found;
-use crate::db::CacheRow;
-use crate::domain::Permission;
+use crate::domain::{Cache, Permission};
 use crate::services::{Principal, ServiceError, Services};
 use crate::storage::{ByteRange, Object};
-use larder_protocol::narinfo::MAX_NARINFO_SIZE;
 
 type NixResult = Result<HttpResponse, NixError>;
 
-const NARINFO_TYPE: &str = "text/x-nix-narinfo";
-const NAR_TYPE: &str = "application/x-nix-nar";
-
 /// Authenticates the caller and checks `needed` on the cache named in the path.
-async fn access(
-    services: &Services,
-    cache: &str,
-    credentials: &Credentials,
-    needed: Permission,
-) -> Result<(CacheRow, Option<Principal>), NixError> {
+async fn access(services: &Services, cache: &CachePath, credentials: &Credentials, needed: Permission) -> Result<(Cache, Option<Principal>), NixError> {
     let principal = services.authenticate(credentials.token()).await?;
-    let cache = services.authorize(cache, principal.as_ref(), needed).await?;
+    let cache = services.authorize(&cache.0, principal.as_ref(), needed).await?;
     Ok((cache, principal))
 }
 
+/// Like [`access`] for uploads, which always come with a token.
+async fn upload_access(services: &Services, cache: &CachePath, credentials: &Credentials) -> Result<(Cache, Principal), NixError> {
+    let (cache, principal) = access(services, cache, credentials, Permission::Write).await?;
+    // Write access on a cache never comes without a token.
+    let principal = principal.ok_or(ServiceError::Unauthorized(crate::services::NO_ACCESS))?;
+    Ok((cache, principal))
+}
+
+/// The `{hash}` of `{hash}.narinfo` and `{hash}.ls`.
+fn hash_segment(req: &HttpRequest) -> &str {
+    req.match_info().get("hash").unwrap_or_default()
+}
+
+/// Narinfos may change (re-signing), so clients may keep them only a while.
+fn narinfo_cache_control(cache: &Cache) -> &'static str {
+    if cache.public {
+        "public, max-age=300"
+    } else {
+        "private, max-age=300"
+    }
+}
+
 /// NAR URLs name content, so they may be cached for good; private ones only privately.
-fn immutable_cache_control(cache: &CacheRow) -> &'static str {
-    if cache.is_public() {
+fn immutable_cache_control(cache: &Cache) -> &'static str {
+    if cache.public {
         "public, max-age=31536000, immutable"
     } else {
         "private, max-age=31536000, immutable"
     }
 }
 
-pub async fn get_cache_info(services: web::Data<Services>, path: web::Path<String>, credentials: Credentials) -> NixResult {
-    let (cache, _) = access(&services, &path, &credentials, Permission::Read).await?;
+pub async fn get_cache_info(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> NixResult {
+    let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
     Ok(HttpResponse::Ok()
-        .content_type("text/x-nix-cache-info")
+        .content_type(CACHE_INFO_MIME)
         .body(format!("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: {}\n", cache.priority)))
 }
 
 /// nix 2.8 PUTs nix-cache-info when it cannot read it; we always serve our own.
-pub async fn put_cache_info(
-    services: web::Data<Services>,
-    path: web::Path<String>,
-    credentials: Credentials,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> NixResult {
-    access(&services, &path, &credentials, Permission::Write).await?;
+pub async fn put_cache_info(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+    upload_access(&services, &cache, &credentials).await?;
     body::read_small(&req, payload, services.limits().max_small_upload).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
-/// `<hash>.narinfo` and `<hash>.ls`.
-pub async fn get_file(services: web::Data<Services>, path: web::Path<(String, String)>, credentials: Credentials) -> NixResult {
-    let (cache_name, file) = path.into_inner();
-    let (cache, _) = access(&services, &cache_name, &credentials, Permission::Read).await?;
-    if let Some(hash_part) = file.strip_suffix(".narinfo") {
-        return Ok(match services.narinfo(&cache, hash_part).await? {
-            Some(text) => HttpResponse::Ok()
-                .content_type(NARINFO_TYPE)
-                .insert_header((header::CACHE_CONTROL, if cache.is_public() { "public, max-age=300" } else { "private, max-age=300" }))
-                .body(text),
-            None => not_found(),
-        });
-    }
-    if let Some(hash_part) = file.strip_suffix(".ls") {
-        return Ok(match services.listing(&cache, hash_part).await? {
-            Some(object) => streamed(StatusCode::OK, "application/json", object.total_size, object),
-            None => not_found(),
-        });
-    }
-    Ok(not_found())
+pub async fn get_narinfo(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest) -> NixResult {
+    let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
+    // Not a store path hash: no lookup at all.
+    let Ok(hash) = parse_hash_part(hash_segment(&req)) else {
+        return Ok(not_found());
+    };
+    Ok(match services.narinfo(&cache, &hash).await? {
+        Some(text) => HttpResponse::Ok()
+            .content_type(NARINFO_MIME)
+            .insert_header((header::CACHE_CONTROL, narinfo_cache_control(&cache)))
+            .body(text),
+        None => not_found(),
+    })
 }
 
-pub async fn put_file(
-    services: web::Data<Services>,
-    path: web::Path<(String, String)>,
-    credentials: Credentials,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> NixResult {
-    let (cache_name, file) = path.into_inner();
-    let (cache, _) = access(&services, &cache_name, &credentials, Permission::Write).await?;
+pub async fn put_narinfo(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+    let (cache, _) = upload_access(&services, &cache, &credentials).await?;
     let limit = services.limits().max_small_upload.min(MAX_NARINFO_SIZE as u64);
     let body = body::read_small(&req, payload, limit).await?;
-    if let Some(hash_part) = file.strip_suffix(".narinfo") {
-        let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("narinfo is not UTF-8".into()))?;
-        services.commit_narinfo(&cache, hash_part, text).await?;
-        return Ok(HttpResponse::Ok().finish());
-    }
-    if file.ends_with(".ls") {
-        // The listing is computed from the NAR itself when it arrives; the client's copy
-        // is not trusted, only accepted so that `write-nar-listing=true` pushes succeed.
-        return Ok(HttpResponse::Ok().finish());
-    }
-    Err(ServiceError::NotFound(format!("cannot upload '{file}': expected <hash>.narinfo or <hash>.ls")).into())
+    let hash = parse_hash_part(hash_segment(&req))
+        .map_err(|e| ServiceError::BadRequest(format!("cannot upload '{}.narinfo': {e}", hash_segment(&req))))?;
+    let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("narinfo is not UTF-8".into()))?;
+    services.commit_narinfo(&cache, &hash, text).await?;
+    Ok(HttpResponse::Ok().finish())
 }
 
-pub async fn get_nar(
-    services: web::Data<Services>,
-    path: web::Path<(String, String)>,
-    credentials: Credentials,
-    req: HttpRequest,
-) -> NixResult {
-    let (cache_name, file) = path.into_inner();
-    let (cache, principal) = access(&services, &cache_name, &credentials, Permission::Read).await?;
+pub async fn get_listing(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest) -> NixResult {
+    let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
+    let Ok(hash) = parse_hash_part(hash_segment(&req)) else {
+        return Ok(not_found());
+    };
+    Ok(match services.listing(&cache, &hash).await? {
+        Some(object) => streamed(LISTING_MIME, object),
+        None => not_found(),
+    })
+}
+
+/// The listing is computed from the NAR itself when it arrives; the client's copy is not
+/// trusted, only accepted so that `write-nar-listing=true` pushes succeed.
+pub async fn put_listing(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+    upload_access(&services, &cache, &credentials).await?;
+    body::read_small(&req, payload, services.limits().max_small_upload).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+pub async fn get_nar(services: web::Data<Services>, cache: CachePath, file: web::Path<(String, String)>, credentials: Credentials, req: HttpRequest) -> NixResult {
+    let (cache, principal) = access(&services, &cache, &credentials, Permission::Read).await?;
+    let Ok((file_hash, extension)) = parse_nar_file_name(&file.1) else {
+        return Ok(not_found());
+    };
     // HEAD is how `nix copy` asks whether to skip a NAR: a pusher sees its pending uploads.
-    let pusher = principal.is_some_and(|p| p.permission.allows(Permission::Write));
+    let pusher = principal.is_some_and(|p| p.permission_on(&cache).is_some_and(|has| has.allows(Permission::Write)));
     let include_pending = req.method() == Method::HEAD && pusher;
-    let Some(nar) = services.nar(&cache, &file, include_pending).await? else {
+    let Some(nar) = services.nar(&cache, &file_hash, extension, include_pending).await? else {
         return Ok(not_found());
     };
     let range = match req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -142,7 +149,7 @@ pub async fn get_nar(
         None => HttpResponse::Ok(),
     };
     response
-        .content_type(NAR_TYPE)
+        .content_type(NAR_MIME)
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CACHE_CONTROL, immutable_cache_control(&cache)));
     let length = range.map_or(nar.size, |r| r.len());
@@ -157,42 +164,35 @@ pub async fn get_nar(
 
 pub async fn put_nar(
     services: web::Data<Services>,
-    path: web::Path<(String, String)>,
+    cache: CachePath,
+    file: web::Path<(String, String)>,
     credentials: Credentials,
     req: HttpRequest,
     payload: web::Payload,
 ) -> NixResult {
-    let (cache_name, file) = path.into_inner();
-    let (cache, principal) = access(&services, &cache_name, &credentials, Permission::Write).await?;
-    let _slot = services.upload_slot(principal.as_ref().ok_or(ServiceError::Unauthorized(crate::services::NO_ACCESS))?)?;
-    services.receive_nar(&cache, &file, body::content_length(&req), body::stream(payload)).await?;
+    let (cache, principal) = upload_access(&services, &cache, &credentials).await?;
+    let _slot = services.upload_slot(&principal)?;
+    let (file_hash, extension) =
+        parse_nar_file_name(&file.1).map_err(|e| ServiceError::BadRequest(format!("bad NAR file name '{}': {e}", file.1)))?;
+    services.receive_nar(&cache, file_hash, extension, body::content_length(&req), body::stream(payload)).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
-pub async fn get_log(services: web::Data<Services>, path: web::Path<(String, String)>, credentials: Credentials) -> NixResult {
-    let (cache_name, drv) = path.into_inner();
-    let (cache, _) = access(&services, &cache_name, &credentials, Permission::Read).await?;
-    Ok(match services.build_log(&cache, &drv).await? {
-        Some(object) => streamed(StatusCode::OK, "text/plain; charset=utf-8", object.total_size, object),
+pub async fn get_log(services: web::Data<Services>, cache: CachePath, drv: web::Path<(String, String)>, credentials: Credentials) -> NixResult {
+    let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
+    Ok(match services.build_log(&cache, &drv.1).await? {
+        Some(object) => streamed(BUILD_LOG_MIME, object),
         None => not_found(),
     })
 }
 
-pub async fn put_log(
-    services: web::Data<Services>,
-    path: web::Path<(String, String)>,
-    credentials: Credentials,
-    payload: web::Payload,
-) -> NixResult {
-    let (cache_name, drv) = path.into_inner();
-    let (cache, principal) = access(&services, &cache_name, &credentials, Permission::Write).await?;
-    let _slot = services.upload_slot(principal.as_ref().ok_or(ServiceError::Unauthorized(crate::services::NO_ACCESS))?)?;
-    services.receive_build_log(&cache, &drv, body::stream(payload)).await?;
+pub async fn put_log(services: web::Data<Services>, cache: CachePath, drv: web::Path<(String, String)>, credentials: Credentials, payload: web::Payload) -> NixResult {
+    let (cache, principal) = upload_access(&services, &cache, &credentials).await?;
+    let _slot = services.upload_slot(&principal)?;
+    services.receive_build_log(&cache, &drv.1, body::stream(payload)).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
-fn streamed(status: StatusCode, content_type: &str, length: u64, object: Object) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(content_type)
-        .body(SizedStream::new(length, object.stream))
+fn streamed(content_type: &str, object: Object) -> HttpResponse {
+    HttpResponse::build(StatusCode::OK).content_type(content_type).body(SizedStream::new(object.total_size, object.stream))
 }

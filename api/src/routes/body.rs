@@ -10,12 +10,12 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::auth::token_from_authorization;
-use crate::services::ServiceError;
+use crate::services::{LimitedBody, ServiceError};
 
 /// The token a request presents, if any (Bearer, or Basic with the token as password).
 pub struct Credentials(Option<String>);
@@ -132,20 +132,5 @@ impl Stream for BodyDeadline {
 
 /// Reads a small body whole, refusing it past `limit` bytes.
 pub async fn read_small(req: &HttpRequest, payload: web::Payload, limit: u64) -> Result<Bytes, ServiceError> {
-    if content_length(req).is_some_and(|len| len > limit) {
-        return Err(ServiceError::PayloadTooLarge { limit });
-    }
-    let mut body = BytesMut::new();
-    let mut stream = stream(payload);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => ServiceError::RequestTimeout,
-            _ => ServiceError::BadRequest(format!("upload interrupted: {e}")),
-        })?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(ServiceError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    LimitedBody::new(stream(payload), limit, content_length(req))?.read_all().await
 }

@@ -5,6 +5,7 @@ mod binary_cache;
 mod body;
 pub mod cache_hosts;
 mod errors;
+mod extract;
 mod health;
 
 use actix_web::{web, HttpResponse};
@@ -64,6 +65,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(bc::put_cache_info)),
         )
         .service(
+            web::resource("/{cache}/{hash}.narinfo")
+                .route(web::get().to(bc::get_narinfo))
+                .route(web::head().to(bc::get_narinfo))
+                .route(web::put().to(bc::put_narinfo)),
+        )
+        .service(
+            web::resource("/{cache}/{hash}.ls")
+                .route(web::get().to(bc::get_listing))
+                .route(web::head().to(bc::get_listing))
+                .route(web::put().to(bc::put_listing)),
+        )
+        .service(
             web::resource("/{cache}/nar/{file}")
                 .route(web::get().to(bc::get_nar))
                 .route(web::head().to(bc::get_nar))
@@ -74,12 +87,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(bc::get_log))
                 .route(web::head().to(bc::get_log))
                 .route(web::put().to(bc::put_log)),
-        )
-        .service(
-            web::resource("/{cache}/{file}")
-                .route(web::get().to(bc::get_file))
-                .route(web::head().to(bc::get_file))
-                .route(web::put().to(bc::put_file)),
         )
         .default_service(web::to(|| async { not_found() }));
 }

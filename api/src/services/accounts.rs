@@ -5,11 +5,12 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::tokens::{TokenScope, SESSION_LIFETIME};
+use super::tokens::SESSION_LIFETIME;
+use crate::domain::TokenScope;
 use super::{CreatedToken, Principal, ServiceError, ServiceResult, Services};
 use crate::auth::password;
-use crate::db::{AccountConflict, AccountRow};
-use crate::domain::{Email, NewPassword, Permission, Username, MAX_PASSWORD_BYTES};
+use crate::db::AccountConflict;
+use crate::domain::{Account, Email, NewPassword, Permission, Username, MAX_PASSWORD_BYTES};
 
 /// Login attempts allowed per minute. The tight limit is per (account, client address),
 /// so that an attacker guessing from elsewhere cannot lock the owner out; the per-account
@@ -60,30 +61,17 @@ impl LoginLimiter {
 
 const BAD_LOGIN: &str = "wrong username or password";
 
-#[derive(Debug, serde::Serialize)]
-pub struct AccountView {
-    pub username: String,
-    pub email: String,
-    pub created_at: i64,
-}
-
-impl From<AccountRow> for AccountView {
-    fn from(row: AccountRow) -> Self {
-        let AccountRow { username, email, created_at, .. } = row;
-        Self { username, email, created_at }
-    }
-}
-
 impl Services {
-    pub async fn sign_up(&self, username: &str, email: &str, password: &str) -> ServiceResult<AccountView> {
+    #[tracing::instrument(skip_all, fields(account = %username))]
+    pub async fn sign_up(&self, username: &str, email: &str, password: &str) -> ServiceResult<Account> {
         let username = Username::parse(username).map_err(ServiceError::BadRequest)?;
         let email = Email::parse(email).map_err(ServiceError::BadRequest)?;
         let password = NewPassword::parse(password, username.as_str()).map_err(ServiceError::BadRequest)?;
         let hash = password::hash(password.expose().to_owned()).await?;
-        match self.db().create_account(username.as_str(), email.as_str(), &hash).await? {
-            Ok(row) => {
-                tracing::info!(account = %row.username, "signed up");
-                Ok(row.into())
+        match self.db().create_account(&username, &email, &hash).await? {
+            Ok(account) => {
+                tracing::info!("signed up");
+                Ok(account)
             }
             Err(AccountConflict::Username) => Err(ServiceError::Conflict(format!("the username '{username}' is taken"))),
             Err(AccountConflict::Email) => Err(ServiceError::Conflict("an account with this email exists".into())),
@@ -102,7 +90,7 @@ impl Services {
         // A name that cannot exist is not looked up (Postgres refuses some bytes, e.g. NUL),
         // but costs the same hash, so it answers like any unknown user.
         let account = match Username::parse(username) {
-            Ok(name) if password.len() <= MAX_PASSWORD_BYTES => self.db().account_by_username(name.as_str()).await?,
+            Ok(name) if password.len() <= MAX_PASSWORD_BYTES => self.db().account_by_username(&name).await?,
             _ => None,
         };
         let stored = account.as_ref().map(|a| a.password_hash.clone());
@@ -110,49 +98,46 @@ impl Services {
         let Some(account) = account.filter(|_| matches) else {
             return Err(ServiceError::Unauthorized(BAD_LOGIN));
         };
-        self.issue_token(TokenScope::Session { account_id: account.id }, Permission::Admin, Some(SESSION_LIFETIME), "login")
-            .await
+        self.issue_token(TokenScope::Session(account.id), Permission::Admin, Some(SESSION_LIFETIME), "login").await
     }
 
     /// Ends the session the request was made with (personal tokens are revoked by id).
     pub async fn log_out(&self, principal: &Principal) -> ServiceResult<()> {
-        principal.account()?;
-        if !principal.is_session {
-            return Err(ServiceError::BadRequest("this is not a login session: revoke a personal token by its id".into()));
+        match principal {
+            Principal::Session { token, .. } => self.revoke_token(token).await,
+            Principal::PersonalToken { .. } => {
+                Err(ServiceError::BadRequest("this is not a login session: revoke a personal token by its id".into()))
+            }
+            Principal::CacheToken { .. } => principal.account().map(|_| ()),
         }
-        self.revoke_token(&principal.token_id).await
     }
 
-    pub async fn account(&self, principal: &Principal) -> ServiceResult<AccountView> {
-        let row = self.account_row(principal).await?;
-        Ok(row.into())
-    }
-
-    async fn account_row(&self, principal: &Principal) -> ServiceResult<AccountRow> {
+    /// The caller's account.
+    pub async fn account(&self, principal: &Principal) -> ServiceResult<Account> {
         let id = principal.account()?;
         self.db().account_by_id(id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
     }
 
     /// Needs the current password too, so a stolen session cannot lock the owner out.
     pub async fn change_password(&self, principal: &Principal, current: &str, new: &str) -> ServiceResult<()> {
-        principal.whole_account_admin()?;
-        let account = self.account_row(principal).await?;
-        let new = NewPassword::parse(new, &account.username).map_err(ServiceError::BadRequest)?;
+        principal.require_account_admin()?;
+        let account = self.account(principal).await?;
+        let new = NewPassword::parse(new, account.username.as_str()).map_err(ServiceError::BadRequest)?;
         if !password::verify(current.to_owned(), Some(account.password_hash.clone())).await? {
             return Err(ServiceError::BadRequest("the current password is wrong".into()));
         }
         let hash = password::hash(new.expose().to_owned()).await?;
         self.db().set_password_hash(account.id, &hash).await?;
         // Whoever else was logged in with the old password is logged out.
-        self.db().revoke_sessions_of(account.id, &principal.token_id).await?;
+        self.db().revoke_sessions_of(account.id, principal.token_id()).await?;
         Ok(())
     }
 
     /// Deletes the account with its caches and tokens. `confirm` must repeat the username.
     pub async fn delete_account(&self, principal: &Principal, confirm: &str) -> ServiceResult<()> {
-        principal.whole_account_admin()?;
-        let account = self.account_row(principal).await?;
-        if confirm != account.username {
+        principal.require_account_admin()?;
+        let account = self.account(principal).await?;
+        if confirm != account.username.as_str() {
             return Err(ServiceError::BadRequest("to delete the account, confirm with its username".into()));
         }
         self.db().delete_account(account.id).await?;

@@ -1,161 +1,96 @@
-//! Signing key rotation for server-held keys: add a key (existing paths are re-signed in
-//! the background, so narinfos carry both signatures during the overlap), then retire the
-//! old one (its signatures stop being served).
+//! A cache's signing keys: server-held ones (generated or imported, sealed under the master
+//! key) and client-held ones (public only). Rotation adds a key (existing paths are
+//! re-signed in the background, so narinfos carry both signatures during the overlap),
+//! then retires the old one (its signatures stop being served).
 
+use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::{PublicKey, SecretKey, Signature};
 
 use super::{Principal, ServiceError, ServiceResult, Services};
-use crate::db::{CacheRow, SigningKeyRow};
-use crate::domain::Permission;
-
-#[derive(Debug, serde::Serialize)]
-pub struct KeyView {
-    pub name: String,
-    pub public_key: String,
-    pub active: bool,
-    pub created_at: i64,
-}
-
-impl From<SigningKeyRow> for KeyView {
-    fn from(row: SigningKeyRow) -> Self {
-        let active = row.active != 0;
-        let SigningKeyRow { key_name, public_key, created_at, .. } = row;
-        Self { name: key_name, public_key, active, created_at }
-    }
-}
+use crate::domain::{Cache, CacheName, Permission, PathId, SealedSecret, SigningKey, SigningMode};
 
 /// How many paths one re-signing step reads at a time.
 const RESIGN_PAGE: i64 = 500;
 
 impl Services {
-    pub async fn list_keys(&self, principal: Option<&Principal>, cache: &str) -> ServiceResult<Vec<KeyView>> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn list_keys(&self, principal: Option<&Principal>, cache: &CacheName) -> ServiceResult<Vec<SigningKey>> {
         let cache = self.authorize(cache, principal, Permission::Read).await?;
-        Ok(self.db().signing_keys_of(cache.id).await?.into_iter().map(KeyView::from).collect())
+        Ok(self.db().signing_keys_of(cache.id).await?)
     }
 
     /// Adds a new server-held key, named `{cache}-{n}`, and re-signs existing paths with it
     /// in the background.
-    pub async fn add_key(&self, principal: &Principal, cache: &str) -> ServiceResult<KeyView> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn add_key(&self, principal: &Principal, cache: &CacheName) -> ServiceResult<SigningKey> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
-        if SigningMode::of(&cache) != SigningMode::Server {
+        if cache.signing_mode != SigningMode::Server {
             return Err(ServiceError::Conflict("this cache's keys are client-held: register public keys instead".into()));
         }
         let key = self.generate_server_key(&cache).await?;
-        tracing::info!(cache = %cache.name, key = key.name(), "added signing key");
-        let view = self.key_view(&cache, key.name()).await?;
+        tracing::info!(key = key.name(), "added signing key");
+        let added = self.key_named(&cache, key.name()).await?;
         self.resign_in_background(cache);
-        Ok(view)
+        Ok(added)
     }
 
     /// Stops serving a key's signatures and signing with it. The last active key stays.
-    pub async fn retire_key(&self, principal: &Principal, cache: &str, key_name: &str) -> ServiceResult<()> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn retire_key(&self, principal: &Principal, cache: &CacheName, key_name: &str) -> ServiceResult<()> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
         if self.db().retire_signing_key(cache.id, key_name).await? {
-            tracing::info!(cache = %cache.name, key = key_name, "retired signing key");
+            tracing::info!(key = key_name, "retired signing key");
             return Ok(());
         }
         let keys = self.db().signing_keys_of(cache.id).await?;
-        match keys.iter().find(|k| k.key_name == key_name) {
-            Some(k) if k.active != 0 => Err(ServiceError::Conflict("this is the cache's last active key: add another first".into())),
+        match keys.iter().find(|k| k.name() == key_name) {
+            Some(k) if k.active => Err(ServiceError::Conflict("this is the cache's last active key: add another first".into())),
             Some(_) => Ok(()),
             None => Err(ServiceError::NotFound(format!("this cache has no key named '{key_name}'"))),
         }
     }
 
-    /// Adds the signatures of every active key that a path lacks, for all of a cache's paths.
-    async fn resign_paths(&self, cache: &CacheRow) -> ServiceResult<()> {
-        let keys = self.signing_keys(cache).await?;
-        let mut after = 0;
-        let mut resigned = 0u64;
-        loop {
-            let page = self.db().paths_page(cache.id, after, RESIGN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.path_id;
-            for row in &page {
-                let fingerprint = super::substitute::render_narinfo(row)?.fingerprint();
-                let mut sigs: Vec<String> = row.sigs.lines().filter(|s| !s.is_empty()).map(str::to_owned).collect();
-                let before = sigs.len();
-                for key in &keys {
-                    if !sigs.iter().any(|s| s.split(':').next() == Some(key.name())) {
-                        sigs.push(key.sign(fingerprint.as_bytes()).to_nix_string());
-                    }
-                }
-                if sigs.len() != before {
-                    self.db().set_path_sigs(row.path_id, &sigs.join("\n")).await?;
-                    resigned += 1;
-                }
-            }
-        }
-        tracing::info!(cache = %cache.name, resigned, "re-signed paths");
-        Ok(())
-    }
-}
-
-/// Who holds a cache's secret keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SigningMode {
-    /// Larder holds the keys (encrypted) and signs at commit.
-    Server,
-    /// The owner signs; Larder knows public keys only and verifies every push.
-    Client,
-}
-
-impl SigningMode {
-    pub fn of(cache: &CacheRow) -> Self {
-        if cache.signing_mode == "client" {
-            SigningMode::Client
-        } else {
-            SigningMode::Server
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            SigningMode::Server => "server",
-            SigningMode::Client => "client",
-        }
-    }
-}
-
-impl Services {
     /// Registers a public key (Nix `name:base64`) of a client-held cache.
-    pub async fn register_public_key(&self, principal: &Principal, cache: &str, public_key: &str) -> ServiceResult<KeyView> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn register_public_key(&self, principal: &Principal, cache: &CacheName, public_key: &str) -> ServiceResult<SigningKey> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
-        if SigningMode::of(&cache) != SigningMode::Client {
+        if cache.signing_mode != SigningMode::Client {
             return Err(ServiceError::Conflict("this cache's keys are server-held: switch it to client-held signing first".into()));
         }
         let key = PublicKey::parse(public_key).map_err(|e| ServiceError::BadRequest(format!("not a Nix public key (name:base64): {e}")))?;
-        if !self.db().add_public_key(cache.id, key.name(), &key.to_nix_string()).await? {
+        if !self.db().add_public_key(cache.id, &key).await? {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
-        self.key_view(&cache, key.name()).await
+        self.key_named(&cache, key.name()).await
     }
 
     /// Imports an existing Nix secret key into a server-held cache (it becomes active;
     /// existing paths are re-signed with it in the background).
-    pub async fn import_secret_key(&self, principal: &Principal, cache: &str, secret_key: &str) -> ServiceResult<KeyView> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn import_secret_key(&self, principal: &Principal, cache: &CacheName, secret_key: &str) -> ServiceResult<SigningKey> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
-        if SigningMode::of(&cache) != SigningMode::Server {
+        if cache.signing_mode != SigningMode::Server {
             return Err(ServiceError::Conflict("this cache's keys are client-held: Larder does not sign for it".into()));
         }
         let key = SecretKey::parse(secret_key).map_err(|_| ServiceError::BadRequest("not a Nix secret key (name:base64 of 64 bytes)".into()))?;
-        if self.db().signing_keys_of(cache.id).await?.iter().any(|k| k.key_name == key.name()) {
+        if self.db().signing_keys_of(cache.id).await?.iter().any(|k| k.name() == key.name()) {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
         self.store_server_key(&cache, &key).await?;
-        tracing::info!(cache = %cache.name, key = key.name(), "imported signing key");
-        self.resign_in_background(cache.clone());
-        self.key_view(&cache, key.name()).await
+        tracing::info!(key = key.name(), "imported signing key");
+        let imported = self.key_named(&cache, key.name()).await?;
+        self.resign_in_background(cache);
+        Ok(imported)
     }
 
     /// Switches who holds the keys. Server → client: the server keys are retired, and paths
     /// signed by them can no longer be vouched for, so they must go (`drop_paths`) — the
     /// owner re-pushes them signed. Client → server: a new server key signs every path
     /// (in the background) and the client keys are retired.
-    pub async fn set_signing_mode(&self, principal: &Principal, cache: &str, mode: SigningMode, drop_paths: bool) -> ServiceResult<()> {
+    #[tracing::instrument(skip_all, fields(cache = %cache))]
+    pub async fn set_signing_mode(&self, principal: &Principal, cache: &CacheName, mode: SigningMode, drop_paths: bool) -> ServiceResult<()> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
-        if SigningMode::of(&cache) == mode {
+        if cache.signing_mode == mode {
             return Ok(());
         }
         match mode {
@@ -168,43 +103,62 @@ impl Services {
                 }
                 self.db().delete_paths(cache.id).await?;
                 self.db().retire_keys_except(cache.id, None).await?;
-                self.db().set_signing_mode(cache.id, mode.as_str()).await?;
+                self.db().set_signing_mode(cache.id, mode).await?;
             }
             SigningMode::Server => {
-                self.db().set_signing_mode(cache.id, mode.as_str()).await?;
+                self.db().set_signing_mode(cache.id, mode).await?;
                 let key = self.generate_server_key(&cache).await?;
                 self.db().retire_keys_except(cache.id, Some(key.name())).await?;
-                self.resign_in_background(cache.clone());
+                self.resign_in_background(cache);
             }
         }
-        tracing::info!(cache = %cache.name, mode = mode.as_str(), "switched signing mode");
+        tracing::info!(mode = mode.as_str(), "switched signing mode");
         Ok(())
     }
 
     /// Generates the cache's next server-held key, `{cache}-{n}` with `n` one past the
     /// highest number used so far, and stores it active.
-    async fn generate_server_key(&self, cache: &CacheRow) -> ServiceResult<SecretKey> {
+    async fn generate_server_key(&self, cache: &Cache) -> ServiceResult<SecretKey> {
         let keys = self.db().signing_keys_of(cache.id).await?;
-        let next = keys.iter().filter_map(|k| k.key_name.rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
+        let next = keys.iter().filter_map(|k| k.name().rsplit('-').next()?.parse::<u32>().ok()).max().unwrap_or(0) + 1;
         let key = SecretKey::generate(&format!("{}-{next}", cache.name)).map_err(anyhow::Error::from)?;
         self.store_server_key(cache, &key).await?;
         Ok(key)
     }
 
     /// Seals a secret key under the master key and stores it as an active key of the cache.
-    async fn store_server_key(&self, cache: &CacheRow, key: &SecretKey) -> ServiceResult<()> {
-        let sealed = self.inner.master_key.seal(key)?;
-        let public_key = key.public_key().to_nix_string();
-        self.db().add_signing_key(cache.id, key.name(), &public_key, &sealed, self.inner.master_key.id()).await?;
+    async fn store_server_key(&self, cache: &Cache, key: &SecretKey) -> ServiceResult<()> {
+        let secret = self.seal(key)?;
+        self.db().add_signing_key(cache.id, &key.public_key(), &secret).await?;
         Ok(())
     }
 
-    async fn key_view(&self, cache: &CacheRow, name: &str) -> ServiceResult<KeyView> {
-        let row = self.db().signing_keys_of(cache.id).await?.into_iter().find(|k| k.key_name == name);
-        Ok(row.map(KeyView::from).ok_or_else(|| anyhow::anyhow!("key {name} vanished"))?)
+    pub(super) fn seal(&self, key: &SecretKey) -> ServiceResult<SealedSecret> {
+        let ciphertext = self.inner.master_key.seal(key)?;
+        Ok(SealedSecret { ciphertext, master_key_id: Some(self.inner.master_key.id().to_owned()) })
     }
 
-    fn resign_in_background(&self, cache: CacheRow) {
+    async fn key_named(&self, cache: &Cache, name: &str) -> ServiceResult<SigningKey> {
+        let key = self.db().signing_keys_of(cache.id).await?.into_iter().find(|k| k.name() == name);
+        Ok(key.ok_or_else(|| anyhow::anyhow!("key {name} vanished"))?)
+    }
+
+    /// The secret keys that sign this cache's new paths (its active server-held keys).
+    pub(super) async fn secret_keys(&self, cache: &Cache) -> ServiceResult<Vec<SecretKey>> {
+        let mut keys = Vec::new();
+        for stored in self.db().active_signing_keys(cache.id).await? {
+            let Some(sealed) = &stored.secret else { continue };
+            let key = self.inner.master_key.open(stored.name(), &sealed.ciphertext, sealed.master_key_id.as_deref())?;
+            // A stored public key that disagrees with its secret would make nix reject us.
+            if key.public_key() != stored.public_key {
+                return Err(anyhow::anyhow!("signing key {} does not match its public key", stored.name()).into());
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    fn resign_in_background(&self, cache: Cache) {
         let services = self.clone();
         tokio::spawn(async move {
             if let Err(error) = services.resign_paths(&cache).await {
@@ -213,29 +167,50 @@ impl Services {
         });
     }
 
+    /// Adds the signatures of every active key that a path lacks, for all of a cache's paths.
+    #[tracing::instrument(skip_all, fields(cache = %cache.name))]
+    async fn resign_paths(&self, cache: &Cache) -> ServiceResult<()> {
+        let keys = self.secret_keys(cache).await?;
+        let mut after: Option<PathId> = None;
+        let mut resigned = 0u64;
+        loop {
+            let page = self.db().paths_page(cache.id, after, RESIGN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for path in page {
+                let id = path.id;
+                let mut info = super::substitute::narinfo_of(path);
+                let before = info.sigs.len();
+                let missing: Vec<&SecretKey> = keys.iter().filter(|key| !info.sigs.iter().any(|s| s.key_name() == key.name())).collect();
+                for key in missing {
+                    info.sign(key);
+                }
+                if info.sigs.len() != before {
+                    self.db().set_path_signatures(id, &info.sigs).await?;
+                    resigned += 1;
+                }
+            }
+        }
+        tracing::info!(resigned, "re-signed paths");
+        Ok(())
+    }
+
     /// For a client-held cache: the pushed signatures that verify under its active keys.
     /// At least one is required, else the push is refused naming the expected keys.
-    pub(super) async fn verified_client_signatures(&self, cache: &CacheRow, path: &str, fingerprint: &str, sigs: &[String]) -> ServiceResult<Vec<String>> {
-        let keys: Vec<PublicKey> = self
-            .db()
-            .active_signing_keys(cache.id)
-            .await?
-            .iter()
-            .filter(|k| k.encrypted_secret.is_none())
-            .filter_map(|k| PublicKey::parse(&k.public_key).ok())
-            .collect();
+    pub(super) async fn verified_client_signatures(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<Vec<Signature>> {
+        let keys: Vec<PublicKey> =
+            self.db().active_signing_keys(cache.id).await?.into_iter().filter(|k| k.secret.is_none()).map(|k| k.public_key).collect();
         if keys.is_empty() {
             return Err(ServiceError::BadRequest("this cache's keys are client-held but none is registered: register a public key first".into()));
         }
-        let valid: Vec<String> = sigs
-            .iter()
-            .filter(|s| Signature::parse(s).is_ok_and(|sig| keys.iter().any(|k| k.verify(fingerprint.as_bytes(), &sig))))
-            .cloned()
-            .collect();
+        let fingerprint = info.fingerprint();
+        let valid: Vec<Signature> =
+            info.sigs.iter().filter(|sig| keys.iter().any(|k| k.verify(fingerprint.as_bytes(), sig))).cloned().collect();
         if valid.is_empty() {
             let names: Vec<&str> = keys.iter().map(PublicKey::name).collect();
             return Err(ServiceError::BadRequest(format!(
-                "{path} carries no valid signature by this cache's keys ({}): push with nix copy --to '…?secret-key=<your key file>'",
+                "{} carries no valid signature by this cache's keys ({}): push with nix copy --to '…?secret-key=<your key file>'",
+                info.store_path,
                 names.join(", ")
             )));
         }

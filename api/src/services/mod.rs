@@ -6,6 +6,8 @@ mod accounts;
 mod caches;
 mod error;
 mod keys;
+mod limited_body;
+mod nar_verifier;
 mod substitute;
 mod tokens;
 mod upload;
@@ -19,13 +21,13 @@ use crate::signing::MasterKey;
 use crate::storage::Storage;
 
 pub use access::Principal;
-pub use accounts::{AccountView, LoginLimiter};
-pub use caches::{CacheChanges, CacheInfo, CreatedCache};
-pub use keys::{KeyView, SigningMode};
+pub use accounts::LoginLimiter;
+pub use caches::{CacheChanges, CreatedCache, NewOwnedCache};
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
+pub use limited_body::LimitedBody;
 pub use substitute::NarDownload;
 pub use upload_slots::UploadSlot;
-pub use tokens::{CreatedToken, ListedToken, TokenRequest, TokenScope, SESSION_LIFETIME};
+pub use tokens::{CreatedToken, TokenRequest, TokenTarget, MAX_TOKEN_LIFETIME, SESSION_LIFETIME};
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -59,8 +61,15 @@ impl Services {
         Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() }) }
     }
 
-    pub fn db(&self) -> &Database {
+    /// Only the services speak to the database (private: routes and the admin commands
+    /// go through service methods).
+    fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Closes the database connections (at shutdown).
+    pub async fn close(&self) {
+        self.db().close().await;
     }
 
     pub fn storage(&self) -> &dyn Storage {

@@ -2,62 +2,78 @@
 //! commits (which publish a path only when its NAR and references are in the cache).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use async_compression::tokio::write::{BrotliDecoder, BzDecoder, GzipDecoder, XzDecoder, ZstdDecoder};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use larder_protocol::compression::{self, Compression};
+use futures_util::Stream;
+use larder_protocol::binary_cache::{nar_url, parse_nar_file_name};
+use larder_protocol::compression::Compression;
 use larder_protocol::hash::{Sha256Hash, Sha256Hasher};
-use larder_protocol::nar::{NarParser, NarSummary};
+use larder_protocol::nar::NarSummary;
 use larder_protocol::narinfo::NarInfo;
-use larder_protocol::store_path::StorePath;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use larder_protocol::signing::Signature;
+use larder_protocol::store_path::{StorePath, StorePathHash};
 
-use super::keys::SigningMode;
+use super::limited_body::LimitedBody;
+use super::nar_verifier::{NarSink, NarVerifier};
 use super::{ServiceError, ServiceResult, Services};
-use crate::db::{CacheRow, NarRow, NewNar, NewPath};
+use crate::domain::{Cache, Nar, NewNar, NewPath, SigningMode};
 use crate::storage::Upload;
 
-/// Where a NAR's bytes and its listing live, by file hash (content-addressed, shared).
-pub(crate) fn nar_storage_key(file_hash: &Sha256Hash, compression: Compression) -> String {
-    compression::nar_url(file_hash, compression)
+/// Where a NAR's bytes live, by file hash (content-addressed, shared by every cache).
+fn nar_storage_key(file_hash: &Sha256Hash, compression: Compression) -> String {
+    nar_url(file_hash, compression)
 }
 
 fn listing_storage_key(file_hash: &Sha256Hash) -> String {
     format!("ls/{}.ls", file_hash.to_nix32())
 }
 
+/// An upload whose bytes hashed to the URL's file hash and formed a valid NAR.
+struct VerifiedNar {
+    file_hash: Sha256Hash,
+    file_size: u64,
+    compression: Compression,
+    summary: NarSummary,
+}
+
+impl VerifiedNar {
+    fn new_nar(&self) -> NewNar {
+        NewNar {
+            file_hash: self.file_hash,
+            file_size: self.file_size,
+            compression: self.compression,
+            nar_hash: self.summary.nar_hash,
+            nar_size: self.summary.nar_size,
+            storage_key: nar_storage_key(&self.file_hash, self.compression),
+            listing_key: listing_storage_key(&self.file_hash),
+        }
+    }
+}
+
 impl Services {
-    /// Receives `nar/<file>` for a cache: streams it into storage while hashing the file
-    /// and parsing the decompressed NAR, and keeps it only if the bytes match the file
-    /// hash in the URL, form a valid NAR and arrived in full.
+    /// Receives `nar/<file hash>.nar<extension>` for a cache: streams it into storage
+    /// while hashing the file and parsing the decompressed NAR, and keeps it only if the
+    /// bytes match the file hash in the URL, form a valid NAR and arrived in full.
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, file_hash = %file_hash.to_nix32()))]
     pub async fn receive_nar<S>(
         &self,
-        cache: &CacheRow,
-        file_name: &str,
+        cache: &Cache,
+        file_hash: Sha256Hash,
+        extension: &str,
         content_length: Option<u64>,
-        mut body: S,
+        body: S,
     ) -> ServiceResult<()>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let limit = self.limits().max_nar_size;
-        if content_length.is_some_and(|len| len > limit) {
-            return Err(ServiceError::PayloadTooLarge { limit });
-        }
-        let (expected_hash, extension) = compression::parse_nar_file_name(file_name)
-            .map_err(|e| ServiceError::BadRequest(format!("bad NAR file name '{file_name}': {e}")))?;
-
+        let body = LimitedBody::new(body, self.limits().max_nar_size, content_length)?;
         // Bytes already stored (pushed to any cache) need not be stored again, but this
         // cache must still prove it has them, so they are hashed and parsed all the same.
-        let already_stored = self.db().nar_by_file_hash(&expected_hash.to_nix32()).await?;
+        let already_stored = self.db().nar_by_file_hash(&file_hash).await?;
         // Begun at the first chunk, once the bytes have told the compression (and so the key).
         let mut upload: Option<Box<dyn Upload>> = None;
         let store = already_stored.is_none();
-        let verified = self.stream_and_verify(&mut body, content_length, expected_hash, extension, store, &mut upload).await;
-        let (received, compression, summary) = match verified {
+        let verified = match self.stream_and_verify(body, file_hash, extension, store, &mut upload).await {
             Ok(verified) => verified,
             Err(error) => {
                 // Explicitly, not only on drop: a rejected upload must leave nothing behind.
@@ -69,89 +85,33 @@ impl Services {
                 return Err(error);
             }
         };
-        let file_hash = expected_hash;
-
-        let nar = match already_stored {
-            Some(nar) => nar,
-            None => {
-                let storage_key = nar_storage_key(&file_hash, compression);
-                let listing_key = listing_storage_key(&file_hash);
-                match summary.listing {
-                    Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing)).await?,
-                    // The NAR is fine; only its `.ls` (which nix never needs to substitute)
-                    // is too large to keep: that key stays empty and `.ls` answers 404.
-                    None => tracing::info!(
-                        cache = %cache.name,
-                        file_hash = %file_hash.to_nix32(),
-                        limit = self.limits().max_listing_size,
-                        "NAR listing larger than max_listing_size: not kept"
-                    ),
-                }
-                let upload = upload.ok_or_else(|| ServiceError::BadRequest("empty body: not a NAR".into()))?;
-                upload.commit().await?;
-                NarRow {
-                    id: 0,
-                    file_hash: file_hash.to_nix32(),
-                    file_size: received as i64,
-                    compression: compression.name().to_owned(),
-                    nar_hash: summary.nar_hash.to_nix32(),
-                    nar_size: summary.nar_size as i64,
-                    storage_key,
-                    listing_key,
-                    created_at: 0,
-                }
-            }
-        };
-        if nar.nar_hash != summary.nar_hash.to_nix32() {
-            // Same file hash, different content: impossible short of a sha256 collision.
-            return Err(anyhow::anyhow!("stored NAR {} disagrees with its upload", nar.file_hash).into());
+        match already_stored {
+            Some(stored) => check_same_content(&stored, &verified)?,
+            None => self.keep_verified_nar(&verified, upload).await?,
         }
-        self.db()
-            .record_nar_upload(
-                cache.id,
-                NewNar {
-                    file_hash: &nar.file_hash,
-                    file_size: nar.file_size as u64,
-                    compression: &nar.compression,
-                    nar_hash: &nar.nar_hash,
-                    nar_size: nar.nar_size as u64,
-                    storage_key: &nar.storage_key,
-                    listing_key: &nar.listing_key,
-                },
-            )
-            .await?;
-        tracing::info!(cache = %cache.name, file_hash = %nar.file_hash, size = nar.file_size, "received NAR");
+        let nar = self.db().record_nar_upload(cache.id, &verified.new_nar()).await?;
+        tracing::info!(size = nar.file_size, "received NAR");
         Ok(())
     }
 
     /// Streams the body into `upload` (begun once the compression is known, if `store`)
-    /// while hashing and parsing it; returns (bytes received, compression, NAR summary)
-    /// only if the body is complete, matches `expected_hash` and is a valid NAR.
+    /// while hashing and parsing it; returns the verified NAR only if the body is complete,
+    /// matches `expected_hash` and is a valid NAR.
     async fn stream_and_verify<S>(
         &self,
-        body: &mut S,
-        content_length: Option<u64>,
+        mut body: LimitedBody<S>,
         expected_hash: Sha256Hash,
         extension: &str,
         store: bool,
         upload: &mut Option<Box<dyn Upload>>,
-    ) -> ServiceResult<(u64, Compression, NarSummary)>
+    ) -> ServiceResult<VerifiedNar>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let limit = self.limits().max_nar_size;
-        let mut verifier = NarVerifier::for_extension(extension, NarSink::new(limit, self.limits().max_listing_size))?;
+        let sink = NarSink::new(self.limits().max_nar_size, self.limits().max_listing_size);
+        let mut verifier = NarVerifier::for_extension(extension, sink)?;
         let mut file_hasher = Sha256Hasher::default();
-        let mut received: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| interrupted(&e))?;
-            received += chunk.len() as u64;
-            if received > limit {
-                return Err(ServiceError::PayloadTooLarge { limit });
-            }
-            if content_length.is_some_and(|len| received > len) {
-                return Err(ServiceError::BadRequest("body longer than Content-Length".into()));
-            }
+        while let Some(chunk) = body.next_chunk().await? {
             file_hasher.update(&chunk);
             verifier.write(&chunk).await?;
             if upload.is_none() && store {
@@ -162,11 +122,6 @@ impl Services {
                 upload.write(chunk).await?;
             }
         }
-        if let Some(expected) = content_length.filter(|len| received != *len) {
-            return Err(ServiceError::BadRequest(format!(
-                "body shorter than Content-Length ({received} of {expected} bytes): nothing stored"
-            )));
-        }
         let file_hash = file_hasher.finish();
         if file_hash != expected_hash {
             return Err(ServiceError::BadRequest(format!(
@@ -176,87 +131,95 @@ impl Services {
             )));
         }
         let compression = verifier.compression();
-        Ok((received, compression, verifier.finish().await?))
+        Ok(VerifiedNar { file_hash, file_size: body.received(), compression, summary: verifier.finish().await? })
+    }
+
+    /// Makes a verified upload's object (and its listing, when not too large) visible.
+    async fn keep_verified_nar(&self, verified: &VerifiedNar, upload: Option<Box<dyn Upload>>) -> ServiceResult<()> {
+        let listing_key = listing_storage_key(&verified.file_hash);
+        match &verified.summary.listing {
+            Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing.clone())).await?,
+            // The NAR is fine; only its `.ls` (which nix never needs to substitute) is too
+            // large to keep: that key stays empty and `.ls` answers 404.
+            None => tracing::info!(limit = self.limits().max_listing_size, "NAR listing larger than max_listing_size: not kept"),
+        }
+        let upload = upload.ok_or_else(|| ServiceError::BadRequest("empty body: not a NAR".into()))?;
+        upload.commit().await?;
+        Ok(())
     }
 
     /// Commits `<hash>.narinfo`: the path is published only if its NAR was uploaded to this
     /// cache and matches what the narinfo claims, and all its references are published.
-    pub async fn commit_narinfo(&self, cache: &CacheRow, hash_part: &str, text: &str) -> ServiceResult<()> {
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, path = %hash))]
+    pub async fn commit_narinfo(&self, cache: &Cache, hash: &StorePathHash, text: &str) -> ServiceResult<()> {
         let info = NarInfo::parse(text).map_err(|e| ServiceError::BadRequest(format!("malformed narinfo: {e}")))?;
-        if info.store_path.hash().as_str() != hash_part {
-            return Err(ServiceError::BadRequest(format!(
-                "narinfo is for {} but was uploaded as {hash_part}.narinfo",
-                info.store_path
-            )));
+        if info.store_path.hash() != hash {
+            return Err(ServiceError::BadRequest(format!("narinfo is for {} but was uploaded as {hash}.narinfo", info.store_path)));
         }
-        let file_name = info
-            .url
-            .strip_prefix("nar/")
-            .ok_or_else(|| ServiceError::BadRequest(format!("narinfo URL '{}' must point into nar/", info.url)))?;
-        let (file_hash, extension) = compression::parse_nar_file_name(file_name)
-            .map_err(|e| ServiceError::BadRequest(format!("bad narinfo URL '{}': {e}", info.url)))?;
-        let nar = self.db().uploaded_nar(cache.id, &file_hash.to_nix32()).await?.ok_or_else(|| {
-            ServiceError::BadRequest(format!("{} was never uploaded to this cache: upload the NAR first", info.url))
-        })?;
-        let mismatch = |field: &str| ServiceError::BadRequest(format!("narinfo {field} does not match the uploaded NAR {}", info.url));
-        if info.compression.name() != nar.compression || info.compression.extension() != extension {
-            return Err(mismatch("Compression"));
-        }
-        if info.file_hash.is_some_and(|h| h.to_nix32() != nar.file_hash) {
-            return Err(mismatch("FileHash"));
-        }
-        if info.file_size.is_some_and(|s| s != nar.file_size as u64) {
-            return Err(mismatch("FileSize"));
-        }
-        if info.nar_hash.to_nix32() != nar.nar_hash {
-            return Err(mismatch("NarHash"));
-        }
-        if info.nar_size != nar.nar_size as u64 {
-            return Err(mismatch("NarSize"));
-        }
-
-        let other_refs: Vec<String> = info
-            .references
-            .iter()
-            .filter(|r| r.hash() != info.store_path.hash())
-            .map(|r| r.hash().as_str().to_owned())
-            .collect();
-        let missing = self.db().missing_paths(cache.id, &other_refs).await?;
-        if !missing.is_empty() {
-            return Err(ServiceError::BadRequest(missing_references_message(&info.references, &missing)));
-        }
-
-        let fingerprint = info.fingerprint();
-        let sigs: Vec<String> = match SigningMode::of(cache) {
-            // Server-held: the cache's keys sign the fingerprint now, once.
-            SigningMode::Server => {
-                self.signing_keys(cache).await?.iter().map(|key| key.sign(fingerprint.as_bytes()).to_nix_string()).collect()
-            }
-            // Client-held: only the owner's own, verified signatures are kept and served.
-            SigningMode::Client => {
-                self.verified_client_signatures(cache, &info.store_path.to_absolute(), &fingerprint, &info.sigs).await?
-            }
-        };
-        let refs: Vec<String> = info.references.iter().map(StorePath::base_name).collect();
-        let deriver = info.deriver.as_ref().map(StorePath::base_name);
+        let nar = self.uploaded_nar_of(cache, &info).await?;
+        check_matches_nar(&info, &nar)?;
+        self.check_references_present(cache, &info).await?;
+        let signatures = self.signatures_for(cache, &info).await?;
         self.db()
             .upsert_path(NewPath {
-                cache_id: cache.id,
-                hash_part,
-                store_path: &info.store_path.to_absolute(),
-                nar_id: nar.id,
-                refs: &refs.join(" "),
-                deriver: deriver.as_deref(),
+                cache: cache.id,
+                store_path: &info.store_path,
+                nar: nar.id,
+                references: &info.references,
+                deriver: info.deriver.as_ref(),
                 ca: info.ca.as_deref(),
-                sigs: &sigs.join("\n"),
+                signatures: &signatures,
             })
             .await?;
-        tracing::info!(cache = %cache.name, path = %info.store_path, "published path");
+        tracing::info!("published path");
         Ok(())
     }
 
+    /// The NAR a narinfo's URL names, if it was uploaded to this cache.
+    async fn uploaded_nar_of(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<Nar> {
+        let bad_url = |reason: String| ServiceError::BadRequest(format!("bad narinfo URL '{}': {reason}", info.url));
+        let file_name = info.url.strip_prefix("nar/").ok_or_else(|| bad_url("it must point into nar/".into()))?;
+        let (file_hash, extension) = parse_nar_file_name(file_name).map_err(|e| bad_url(e.to_string()))?;
+        let nar = self.db().uploaded_nar(cache.id, &file_hash).await?.ok_or_else(|| {
+            ServiceError::BadRequest(format!("{} was never uploaded to this cache: upload the NAR first", info.url))
+        })?;
+        if nar.compression.extension() != extension {
+            return Err(ServiceError::BadRequest(format!("narinfo Compression does not match the uploaded NAR {}", info.url)));
+        }
+        Ok(nar)
+    }
+
+    /// Every reference but the path itself must be published in this cache already.
+    async fn check_references_present(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<()> {
+        let others: Vec<&StorePathHash> =
+            info.references.iter().map(StorePath::hash).filter(|h| *h != info.store_path.hash()).collect();
+        let missing = self.db().missing_paths(cache.id, &others).await?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::BadRequest(missing_references_message(&info.references, &missing)))
+        }
+    }
+
+    /// The signatures a path is published with, per the cache's signing mode.
+    async fn signatures_for(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<Vec<Signature>> {
+        match cache.signing_mode {
+            // Server-held: the cache's keys sign the fingerprint now, once.
+            SigningMode::Server => {
+                let mut signed = NarInfo { sigs: Vec::new(), ..info.clone() };
+                for key in self.secret_keys(cache).await? {
+                    signed.sign(&key);
+                }
+                Ok(signed.sigs)
+            }
+            // Client-held: only the owner's own, verified signatures are kept and served.
+            SigningMode::Client => self.verified_client_signatures(cache, info).await,
+        }
+    }
+
     /// Stores a build log (`log/<drv>`), replacing an earlier one.
-    pub async fn receive_build_log<S>(&self, cache: &CacheRow, drv: &str, mut body: S) -> ServiceResult<()>
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, drv))]
+    pub async fn receive_build_log<S>(&self, cache: &Cache, drv: &str, body: S) -> ServiceResult<()>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
@@ -265,185 +228,60 @@ impl Services {
             .filter(|p| p.name().ends_with(".drv"))
             .ok_or_else(|| ServiceError::BadRequest(format!("'{drv}' is not a derivation's file name")))?;
         let key = format!("log/{}/{}", cache.id, drv_path.base_name());
-        let limit = self.limits().max_small_upload;
+        let mut body = LimitedBody::new(body, self.limits().max_small_upload, None)?;
         let mut upload = self.storage().begin_upload(&key).await?;
-        let mut received = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
+        loop {
+            match body.next_chunk().await {
+                Ok(Some(chunk)) => upload.write(chunk).await?,
+                Ok(None) => break,
+                Err(error) => {
                     upload.abort().await?;
-                    return Err(interrupted(&e));
+                    return Err(error);
                 }
-            };
-            received += chunk.len() as u64;
-            if received > limit {
-                upload.abort().await?;
-                return Err(ServiceError::PayloadTooLarge { limit });
             }
-            upload.write(chunk).await?;
         }
         upload.commit().await?;
-        self.db().upsert_build_log(cache.id, &drv_path.base_name(), &key, received).await?;
+        self.db().upsert_build_log(cache.id, &drv_path, &key, body.received()).await?;
         Ok(())
     }
 }
 
-/// Decompresses an uploaded NAR as it streams and parses it, to learn its NarHash, NarSize
-/// and listing without ever holding it whole.
-enum NarVerifier {
-    /// No extension: plain, or gzip (which nix also names `.nar`); decided by the first bytes.
-    Undecided(NarSink),
-    Plain(NarSink),
-    Xz(XzDecoder<NarSink>),
-    Zstd(ZstdDecoder<NarSink>),
-    Bzip2(BzDecoder<NarSink>),
-    Br(BrotliDecoder<NarSink>),
-    Gzip(GzipDecoder<NarSink>),
-}
-
-impl NarVerifier {
-    fn for_extension(extension: &str, sink: NarSink) -> ServiceResult<Self> {
-        let sink = || sink;
-        Ok(match extension {
-            "" => NarVerifier::Undecided(sink()),
-            ".xz" => NarVerifier::Xz(XzDecoder::new(sink())),
-            ".zst" => NarVerifier::Zstd(ZstdDecoder::new(sink())),
-            ".bz2" => NarVerifier::Bzip2(BzDecoder::new(sink())),
-            ".br" => NarVerifier::Br(BrotliDecoder::new(sink())),
-            other => {
-                return Err(ServiceError::BadRequest(format!(
-                    "NARs compressed as '{other}' are not accepted: use none, xz, zstd, bzip2, br or gzip"
-                )))
-            }
-        })
-    }
-
-    fn compression(&self) -> Compression {
-        match self {
-            NarVerifier::Undecided(_) | NarVerifier::Plain(_) => Compression::None,
-            NarVerifier::Xz(_) => Compression::Xz,
-            NarVerifier::Zstd(_) => Compression::Zstd,
-            NarVerifier::Bzip2(_) => Compression::Bzip2,
-            NarVerifier::Br(_) => Compression::Br,
-            NarVerifier::Gzip(_) => Compression::Gzip,
-        }
-    }
-
-    async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
-        if matches!(self, NarVerifier::Undecided(_)) && !chunk.is_empty() {
-            // A NAR starts with the length of "nix-archive-1" (0x0d); gzip with 1f 8b.
-            let NarVerifier::Undecided(sink) = std::mem::replace(self, NarVerifier::Plain(NarSink::new(0, 0))) else { unreachable!() };
-            *self = if chunk[0] == 0x1f { NarVerifier::Gzip(GzipDecoder::new(sink)) } else { NarVerifier::Plain(sink) };
-        }
-        let result = match self {
-            NarVerifier::Undecided(_) => Ok(()),
-            NarVerifier::Plain(w) => w.write_all(chunk).await,
-            NarVerifier::Xz(w) => w.write_all(chunk).await,
-            NarVerifier::Zstd(w) => w.write_all(chunk).await,
-            NarVerifier::Bzip2(w) => w.write_all(chunk).await,
-            NarVerifier::Br(w) => w.write_all(chunk).await,
-            NarVerifier::Gzip(w) => w.write_all(chunk).await,
-        };
-        result.map_err(invalid_nar)
-    }
-
-    async fn finish(self) -> ServiceResult<NarSummary> {
-        async fn close<W: AsyncWrite + Unpin>(mut w: W, into_inner: impl FnOnce(W) -> NarSink) -> io::Result<NarSink> {
-            w.shutdown().await?;
-            Ok(into_inner(w))
-        }
-        let sink = match self {
-            NarVerifier::Undecided(_) => return Err(ServiceError::BadRequest("empty body: not a NAR".into())),
-            NarVerifier::Plain(w) => Ok(w),
-            NarVerifier::Xz(w) => close(w, XzDecoder::into_inner).await,
-            NarVerifier::Zstd(w) => close(w, ZstdDecoder::into_inner).await,
-            NarVerifier::Bzip2(w) => close(w, BzDecoder::into_inner).await,
-            NarVerifier::Br(w) => close(w, BrotliDecoder::into_inner).await,
-            NarVerifier::Gzip(w) => close(w, GzipDecoder::into_inner).await,
-        }
-        .map_err(invalid_nar)?;
-        sink.parser.finish().map_err(|e| ServiceError::BadRequest(format!("not a valid NAR: {e}")))
-    }
-}
-
-fn invalid_nar(error: io::Error) -> ServiceError {
-    match error.get_ref().and_then(|inner| inner.downcast_ref::<NarTooLarge>()) {
-        Some(NarTooLarge(limit)) => ServiceError::PayloadTooLarge { limit: *limit },
-        None => ServiceError::BadRequest(format!("not a valid NAR: {error}")),
-    }
-}
-
-/// Why reading a request body failed: the client stalled (or trickled), or went away.
-fn interrupted(error: &io::Error) -> ServiceError {
-    if error.kind() == io::ErrorKind::TimedOut {
-        ServiceError::RequestTimeout
+/// Same file hash, different content: impossible short of a sha256 collision.
+fn check_same_content(stored: &Nar, verified: &VerifiedNar) -> ServiceResult<()> {
+    if stored.nar_hash == verified.summary.nar_hash {
+        Ok(())
     } else {
-        ServiceError::BadRequest("upload interrupted before its end: nothing stored".into())
+        Err(anyhow::anyhow!("stored NAR {} disagrees with its upload", stored.file_hash.to_nix32()).into())
     }
 }
 
-/// The decompressed NAR passed `max_nar_size`.
-#[derive(Debug, thiserror::Error)]
-#[error("the NAR is larger than {0} bytes once decompressed")]
-struct NarTooLarge(u64);
-
-/// Decompressed bytes the parser takes before letting other tasks on this worker run:
-/// a small, highly compressed upload can expand to gigabytes within one body chunk.
-const YIELD_EVERY_BYTES: u64 = 4 << 20;
-
-/// The end of the decompression pipeline: feeds decompressed bytes to the NAR parser,
-/// refusing more than `limit` of them.
-struct NarSink {
-    parser: NarParser,
-    limit: u64,
-    received: u64,
-    since_yield: u64,
-}
-
-impl NarSink {
-    fn new(limit: u64, max_listing_size: usize) -> Self {
-        Self { parser: NarParser::with_listing_limit(max_listing_size), limit, received: 0, since_yield: 0 }
+/// What a narinfo says of its NAR must be what the server found in it.
+fn check_matches_nar(info: &NarInfo, nar: &Nar) -> ServiceResult<()> {
+    let mismatch = |field: &str| ServiceError::BadRequest(format!("narinfo {field} does not match the uploaded NAR {}", info.url));
+    if info.compression != nar.compression {
+        return Err(mismatch("Compression"));
     }
-}
-
-impl AsyncWrite for NarSink {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.since_yield >= YIELD_EVERY_BYTES {
-            this.since_yield = 0;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        this.received += buf.len() as u64;
-        if this.received > this.limit {
-            return Poll::Ready(Err(io::Error::other(NarTooLarge(this.limit))));
-        }
-        this.since_yield += buf.len() as u64;
-        Poll::Ready(
-            this.parser
-                .feed(buf)
-                .map(|()| buf.len())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        )
+    if info.file_hash.is_some_and(|h| h != nar.file_hash) {
+        return Err(mismatch("FileHash"));
     }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    if info.file_size.is_some_and(|s| s != nar.file_size) {
+        return Err(mismatch("FileSize"));
     }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    if info.nar_hash != nar.nar_hash {
+        return Err(mismatch("NarHash"));
     }
+    if info.nar_size != nar.nar_size {
+        return Err(mismatch("NarSize"));
+    }
+    Ok(())
 }
 
 /// "references not in this cache", naming at most a few of them (a narinfo may list
 /// thousands, and nix prints the whole body to the user).
-fn missing_references_message(references: &[StorePath], missing: &[String]) -> String {
+fn missing_references_message(references: &[StorePath], missing: &[&StorePathHash]) -> String {
     const NAMED: usize = 5;
-    let missing: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
-    let named: Vec<String> =
-        references.iter().filter(|r| missing.contains(r.hash().as_str())).take(NAMED).map(StorePath::base_name).collect();
+    let missing: std::collections::HashSet<&StorePathHash> = missing.iter().copied().collect();
+    let named: Vec<String> = references.iter().filter(|r| missing.contains(r.hash())).take(NAMED).map(StorePath::base_name).collect();
     let more = missing.len().saturating_sub(named.len());
     let more = if more > 0 { format!(" and {more} more") } else { String::new() };
     format!("references not in this cache (push them first): {}{more}", named.join(" "))

@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Principal, ServiceError, ServiceResult, Services};
+use crate::domain::TokenId;
 
 #[derive(Default)]
 pub(super) struct UploadSlots {
-    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    in_flight: Arc<Mutex<HashMap<TokenId, u32>>>,
 }
 
 /// One upload in flight; the slot is given back when this is dropped.
 pub struct UploadSlot {
-    in_flight: Arc<Mutex<HashMap<String, u32>>>,
-    token_id: String,
+    in_flight: Arc<Mutex<HashMap<TokenId, u32>>>,
+    token_id: TokenId,
 }
 
 impl Drop for UploadSlot {
@@ -36,7 +37,7 @@ impl Services {
     pub fn upload_slot(&self, principal: &Principal) -> ServiceResult<UploadSlot> {
         let slots = &self.inner.upload_slots;
         let mut in_flight = slots.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = in_flight.entry(principal.token_id.clone()).or_insert(0);
+        let count = in_flight.entry(principal.token_id().clone()).or_insert(0);
         if *count >= self.limits().max_uploads_per_token {
             return Err(ServiceError::TooManyRequests {
                 message: "too many uploads in flight with this token: wait for one to finish",
@@ -44,6 +45,6 @@ impl Services {
             });
         }
         *count += 1;
-        Ok(UploadSlot { in_flight: Arc::clone(&slots.in_flight), token_id: principal.token_id.clone() })
+        Ok(UploadSlot { in_flight: Arc::clone(&slots.in_flight), token_id: principal.token_id().clone() })
     }
 }

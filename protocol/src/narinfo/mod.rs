@@ -47,9 +47,8 @@ pub struct NarInfo {
     /// `None` when absent or `unknown-deriver`.
     pub deriver: Option<StorePath>,
     pub system: Option<String>,
-    /// Raw `name:base64` values, in file order. Each is a valid
-    /// [`Signature`] once parsed.
-    pub sigs: Vec<String>,
+    /// In file order; each was written in canonical `name:base64` form.
+    pub sigs: Vec<Signature>,
     /// Content address, e.g. `fixed:r:sha256:<nix32>` or `text:sha256:<nix32>`.
     pub ca: Option<String>,
 }
@@ -230,7 +229,7 @@ impl NarInfo {
                     if sig.to_nix_string() != value {
                         return Err(invalid("Sig", "not in canonical 'name:base64' form".into()));
                     }
-                    sigs.push(value.to_string());
+                    sigs.push(sig);
                 }
                 "CA" => {
                     check_content_address(value).map_err(|r| invalid("CA", r))?;
@@ -294,7 +293,7 @@ impl NarInfo {
             field("System", s);
         }
         for sig in &self.sigs {
-            field("Sig", sig);
+            field("Sig", &sig.to_nix_string());
         }
         if let Some(ca) = &self.ca {
             field("CA", ca);
@@ -321,9 +320,8 @@ impl NarInfo {
     /// key name (so re-signing after a key rotation does not pile up sigs).
     pub fn sign(&mut self, key: &SecretKey) {
         let sig = key.sign(self.fingerprint().as_bytes());
-        self.sigs
-            .retain(|s| Signature::parse(s).map_or(true, |old| old.key_name() != key.name()));
-        self.sigs.push(sig.to_nix_string());
+        self.sigs.retain(|old| old.key_name() != key.name());
+        self.sigs.push(sig);
     }
 
     /// True if one of the `Sig` values is a valid signature by `key`.
@@ -331,8 +329,12 @@ impl NarInfo {
         let fingerprint = self.fingerprint();
         self.sigs
             .iter()
-            .filter_map(|s| Signature::parse(s).ok())
-            .any(|sig| key.verify(fingerprint.as_bytes(), &sig))
+            .any(|sig| key.verify(fingerprint.as_bytes(), sig))
+    }
+
+    /// Keeps only the signatures by keys named in `key_names`.
+    pub fn retain_signatures_by(&mut self, key_names: &[&str]) {
+        self.sigs.retain(|sig| key_names.contains(&sig.key_name()));
     }
 }
 

@@ -76,11 +76,11 @@ async fn revoked_token_is_refused(server: &TestServer) {
     let (id, read) = server.token("revoke", Permission::Read).await;
     nix.use_token(Some(&read));
     pull(server, &nix, "revoke", &top, &key, "before").await.expect_success("pull before revocation");
-    server.services().revoke_token(&id).await.expect("revoke");
+    server.revoke_token(&id).await;
     assert!(!pull(server, &nix, "revoke", &top, &key, "after").await.success, "a revoked token still reads");
 
     let (write_id, write) = server.token("revoke", Permission::Write).await;
-    server.services().revoke_token(&write_id).await.expect("revoke");
+    server.revoke_token(&write_id).await;
     nix.use_token(Some(&write));
     let other = nix.build_chain().await;
     assert!(!nix.run("nix", &["copy", "--to", &server.cache_url("revoke"), &other], "").await.success, "a revoked token pushed");

@@ -821,11 +821,7 @@ async fn uploads_without_write_access_are_refused(server: &TestServer) {
     let (_, read) = server.token(&team.name, Permission::Read).await;
     let (_, other_write) = server.token(&other.name, Permission::Write).await;
     let (revoked_id, revoked) = server.token(&team.name, Permission::Write).await;
-    let expiring = server
-        .services()
-        .create_token(&team.name, Permission::Write, Some(Duration::from_secs(1)), "x")
-        .await
-        .expect("create an expiring token");
+    let (_, expiring) = server.expiring_token(&team.name, Permission::Write, Duration::from_secs(1)).await;
     let expiry_starts = tokio::time::Instant::now();
     let path = RealPath::build(server).await;
     let nar_url = format!("nar/{}", path.nar_file());
@@ -833,7 +829,7 @@ async fn uploads_without_write_access_are_refused(server: &TestServer) {
     // The token to be revoked works until then.
     let response = put(server, &team.name, "nix-cache-info", Auth::Bearer(&revoked), "StoreDir: /nix/store\n").await;
     expect_status(response, StatusCode::OK, "PUT nix-cache-info with a write token").await;
-    server.services().revoke_token(&revoked_id).await.expect("revoke the token");
+    server.revoke_token(&revoked_id).await;
     tokio::time::sleep_until(expiry_starts + Duration::from_secs(2)).await;
 
     let before = stored(server).await;
@@ -844,7 +840,7 @@ async fn uploads_without_write_access_are_refused(server: &TestServer) {
         ("another cache's write token", Auth::Bearer(&other_write), StatusCode::UNAUTHORIZED),
         ("another cache's write token (Basic)", Auth::Basic(&other_write), StatusCode::UNAUTHORIZED),
         ("a revoked write token", Auth::Bearer(&revoked), StatusCode::UNAUTHORIZED),
-        ("an expired write token", Auth::Bearer(&expiring.secret), StatusCode::UNAUTHORIZED),
+        ("an expired write token", Auth::Bearer(&expiring), StatusCode::UNAUTHORIZED),
         ("a malformed token", Auth::Bearer("not-a-token"), StatusCode::UNAUTHORIZED),
     ];
     for (who, auth, expected) in cases {

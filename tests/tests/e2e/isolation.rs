@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use larder_api::auth::{Claims, TokenKeys};
 use larder_api::domain::Permission;
-use larder_api::services::TokenScope;
+use larder_api::domain::{AccountId, CacheLimit, CacheName, TokenScope};
 use larder_tests::{on_both_backends, Nix, TestServer};
 use reqwest::{Method, StatusCode};
 
@@ -81,13 +81,10 @@ impl Needs {
 async fn every_route_for_every_caller(server: &TestServer) {
     // The target: a private cache of an account, holding a pushed chain.
     let alice = server.services().sign_up("alice", "alice@example.com", "correct horse battery").await.unwrap();
-    let alice_id = account_id(server, &alice.username).await;
-    let _ = server.services().create_cache("target", Some(alice_id), false, None).await.unwrap();
-    let mallory_id = {
-        server.services().sign_up("mallory", "mallory@example.com", "correct horse battery").await.unwrap();
-        account_id(server, "mallory").await
-    };
-    server.services().create_cache("mallory-cache", Some(mallory_id), false, None).await.unwrap();
+    let name = |n: &str| CacheName::parse(n).unwrap();
+    let _ = server.services().create_cache(&name("target"), Some(alice.id), false, None, "").await.unwrap();
+    let mallory_id = server.services().sign_up("mallory", "mallory@example.com", "correct horse battery").await.unwrap().id;
+    server.services().create_cache(&name("mallory-cache"), Some(mallory_id), false, None, "").await.unwrap();
 
     let (_, write) = server.token("target", Permission::Write).await;
     let nix = Nix::new(server.dir.path());
@@ -174,27 +171,23 @@ async fn every_route_for_every_caller(server: &TestServer) {
     assert_eq!(status, StatusCode::OK, "alice's tokens still work after all that");
 }
 
-async fn account_id(server: &TestServer, username: &str) -> i64 {
-    server.services().db().account_by_username(username).await.unwrap().expect("account exists").id
-}
-
 async fn server_token(server: &TestServer, cache: &str, permission: Permission) -> String {
     server.token(cache, permission).await.1
 }
 
 /// A token for each kind of caller (None for anonymous).
-async fn callers(server: &TestServer, mallory_id: i64) -> Vec<(Caller, Option<String>)> {
+async fn callers(server: &TestServer, mallory_id: AccountId) -> Vec<(Caller, Option<String>)> {
     let services = server.services();
     let personal = services
-        .issue_token(TokenScope::Personal { account_id: mallory_id, limited_to: None }, Permission::Admin, None, "mallory")
+        .issue_token(TokenScope::Personal { account: mallory_id, caches: CacheLimit::All }, Permission::Admin, None, "mallory")
         .await
         .unwrap()
         .secret;
     let (revoked_id, revoked) = server.token("target", Permission::Admin).await;
-    services.revoke_token(&revoked_id).await.unwrap();
-    let expired = services.create_token("target", Permission::Admin, Some(Duration::from_secs(1)), "short").await.unwrap();
+    server.revoke_token(&revoked_id).await;
+    let (_, expired) = server.expiring_token("target", Permission::Admin, Duration::from_secs(1)).await;
     let (admin_id, admin) = server.token("target", Permission::Admin).await;
-    let target_id = services.db().cache_by_name("target").await.unwrap().unwrap().id;
+    let target_id = services.all_caches().await.unwrap().into_iter().find(|c| c.name.as_str() == "target").unwrap().id.get();
     // Valid claims for a real token id, signed with another secret.
     let forged = TokenKeys::new(&[7; 32])
         .issue(&Claims { jti: admin_id, cache: Some(target_id), account: None, perm: "admin".into(), iat: 0, exp: None })
@@ -208,7 +201,7 @@ async fn callers(server: &TestServer, mallory_id: i64) -> Vec<(Caller, Option<St
         (Caller::Write, Some(server.token("target", Permission::Write).await.1)),
         (Caller::Admin, Some(admin)),
         (Caller::Revoked, Some(revoked)),
-        (Caller::Expired, Some(expired.secret)),
+        (Caller::Expired, Some(expired)),
         (Caller::Malformed, Some("not-a-token".into())),
         (Caller::WrongSignature, Some(forged)),
     ]

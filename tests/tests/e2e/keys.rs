@@ -137,7 +137,7 @@ async fn client_held_keys_sign_every_push(server: &TestServer) {
     let text = server.http.get(format!("{url}/{hash}.narinfo")).send().await.unwrap().text().await.unwrap();
     let info = larder_protocol::narinfo::NarInfo::parse(&text).unwrap();
     let ours = larder_protocol::signing::SecretKey::parse(&std::fs::read_to_string(&secret).unwrap()).unwrap();
-    assert_eq!(info.sigs, vec![ours.sign(info.fingerprint().as_bytes()).to_nix_string()]);
+    assert_eq!(info.sigs, vec![ours.sign(info.fingerprint().as_bytes())]);
     let to = format!("local?root={}", nix.fresh_store("client-held").display());
     nix.run("nix", &["copy", "--from", &url, "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {public}"))
         .await
