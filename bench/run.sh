@@ -149,14 +149,15 @@ start_server() {
     SERVER_STARTS=$((SERVER_STARTS + 1))
     local logfile=$T/server.$SERVER_STARTS.log
     SERVER_LOGS+=("$logfile")
+    local port_file=$T/port.$SERVER_STARTS
     LARDER_DATA_DIR=$DATA LARDER_LISTEN=127.0.0.1:0 NO_COLOR=1 RUST_LOG=${RUST_LOG:-info,sqlx=warn} \
-        "$BIN" serve >"$logfile" 2>&1 &
+        "$BIN" serve --port-file "$port_file" >"$logfile" 2>&1 &
     SERVER_PID=$!
     PORT=""
     local _
     for _ in $(seq 1 300); do
         kill -0 "$SERVER_PID" 2>/dev/null || { cat "$logfile" >&2; die "server exited during start-up"; }
-        PORT=$(sed 's/\x1b\[[0-9;]*m//g' "$logfile" | grep 'listening' | grep -o 'port=[0-9]*' | head -1 | cut -d= -f2 || true)
+        PORT=$(cat "$port_file" 2>/dev/null || true)
         [[ -n $PORT ]] && break
         sleep 0.1
     done

@@ -5,7 +5,7 @@
 #   - TWO `larder-server serve` nodes on two ports sharing that database, that bucket and
 #     the same master key and token secret (as nodes behind a load balancer would).
 # On exit (Ctrl-C, SIGTERM, or a failed start) it stops what it started, by PID, drops the
-# database and removes its run directory (LARDER_TEST_KEEP=1 keeps the directory, logs).
+# database and removes its run directory (TEST_KEEP_SERVICES=1 keeps the directory, logs).
 #
 # Usage: infra/run-stack.sh [--ports PORT1,PORT2] [--bin PATH] [--config FILE]
 #   --ports   ports of the two nodes (default: two free ports)
@@ -36,7 +36,7 @@ while (($#)); do
 done
 
 # Always start our own services, never adopt (and later stop) another shell's.
-unset LARDER_TEST_SERVICES_RUN_DIR LARDER_SERVICES_GARAGE_PID LARDER_SERVICES_PG_PID
+unset TEST_SERVICES_RUN_DIR LARDER_SERVICES_GARAGE_PID LARDER_SERVICES_PG_PID
 # shellcheck source=SCRIPTDIR/../scripts/test-services.sh
 source "$REPO_ROOT/scripts/test-services.sh" --no-start
 
@@ -92,9 +92,9 @@ log "server binary: $BIN"
 
 # --- PostgreSQL + Garage -----------------------------------------------------------------
 larder_services_start
-STACK_DIR="$LARDER_TEST_SERVICES_RUN_DIR/stack"
+STACK_DIR="$TEST_SERVICES_RUN_DIR/stack"
 mkdir -p "$STACK_DIR"
-GARAGE_CFG="$LARDER_TEST_SERVICES_RUN_DIR/garage/garage.toml"
+GARAGE_CFG="$TEST_SERVICES_RUN_DIR/garage/garage.toml"
 
 DB_NAME="larder_stack_$(openssl rand -hex 4)"
 psql "$PG_ADMIN_URL/postgres" -w -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$DB_NAME\"" >/dev/null
@@ -103,7 +103,7 @@ log "created database $DB_NAME"
 
 BUCKET="larder-stack"
 garage -c "$GARAGE_CFG" bucket create "$BUCKET" >/dev/null
-garage -c "$GARAGE_CFG" bucket allow --read --write --owner "$BUCKET" --key "$LARDER_TEST_S3_ACCESS_KEY_ID" >/dev/null
+garage -c "$GARAGE_CFG" bucket allow --read --write --owner "$BUCKET" --key "$TEST_S3_ACCESS_KEY_ID" >/dev/null
 log "created bucket $BUCKET"
 
 # --- the shared settings -----------------------------------------------------------------
@@ -113,12 +113,12 @@ STACK_ENV="$STACK_DIR/stack.env"
     cat >"$STACK_ENV" <<ENV
 LARDER_DATABASE_URL=$PG_ADMIN_URL/$DB_NAME
 LARDER_STORAGE=s3
-LARDER_S3_ENDPOINT=$LARDER_TEST_S3_ENDPOINT
+LARDER_S3_ENDPOINT=$TEST_S3_ENDPOINT
 LARDER_S3_BUCKET=$BUCKET
-LARDER_S3_REGION=$LARDER_TEST_S3_REGION
+LARDER_S3_REGION=$TEST_S3_REGION
 LARDER_S3_PATH_STYLE=true
-LARDER_S3_ACCESS_KEY_ID=$LARDER_TEST_S3_ACCESS_KEY_ID
-LARDER_S3_SECRET_ACCESS_KEY=$LARDER_TEST_S3_SECRET_ACCESS_KEY
+LARDER_S3_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY_ID
+LARDER_S3_SECRET_ACCESS_KEY=$TEST_S3_SECRET_ACCESS_KEY
 LARDER_MASTER_KEY=$(openssl rand -hex 32)
 LARDER_TOKEN_SECRET=$(openssl rand -hex 32)
 LARDER_DATA_DIR=$STACK_DIR/admin
@@ -132,7 +132,7 @@ ENV
 LARDER="$STACK_DIR/larder-server"
 {
     echo '#!/usr/bin/env bash'
-    echo "# larder-server with the settings of the stack in $LARDER_TEST_SERVICES_RUN_DIR"
+    echo "# larder-server with the settings of the stack in $TEST_SERVICES_RUN_DIR"
     cat <<'WRAPPER'
 set -euo pipefail
 while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^LARDER_' || true)
@@ -188,11 +188,11 @@ done
 URL1="http://127.0.0.1:$PORT1" URL2="http://127.0.0.1:$PORT2"
 cat <<INFO
 
-Larder stack is up (run directory $LARDER_TEST_SERVICES_RUN_DIR):
+Larder stack is up (run directory $TEST_SERVICES_RUN_DIR):
   node 1     $URL1      (log $STACK_DIR/node1/server.log)
   node 2     $URL2      (log $STACK_DIR/node2/server.log)
   database   $PG_ADMIN_URL/$DB_NAME
-  S3         $LARDER_TEST_S3_ENDPOINT, bucket $BUCKET (Garage, path-style)
+  S3         $TEST_S3_ENDPOINT, bucket $BUCKET (Garage, path-style)
   settings   $STACK_ENV  (LARDER_* of both nodes)
   server     $BIN
 

@@ -14,12 +14,12 @@
 # Exits non-zero if a run found a failure or could not run.
 #
 # Environment knobs:
-#   LARDER_SCHEMATHESIS_MAX_EXAMPLES  examples per operation and phase (default 20)
-#   LARDER_SCHEMATHESIS_SEED          fixed Hypothesis seed, to replay a run
-#   LARDER_SCHEMATHESIS_KEEP=1        keep the work directory: server log, data, and a VCR
+#   SCHEMATHESIS_MAX_EXAMPLES  examples per operation and phase (default 20)
+#   SCHEMATHESIS_SEED          fixed Hypothesis seed, to replay a run
+#   SCHEMATHESIS_KEEP=1        keep the work directory: server log, data, and a VCR
 #                                     cassette of every request and response of each run
-#   LARDER_SCHEMATHESIS_NO_BUILD=1    use target/debug/larder-server as it is (no cargo build)
-#   LARDER_SCHEMATHESIS_DATABASE_URL  an empty database for the server instead of SQLite,
+#   SCHEMATHESIS_NO_BUILD=1    use target/debug/larder-server as it is (no cargo build)
+#   SCHEMATHESIS_DATABASE_URL  an empty database for the server instead of SQLite,
 #                                     e.g. postgres://postgres@127.0.0.1:5432/st (must exist)
 #
 # Schemathesis is installed from PyPI (pinned) into target/schemathesis-venv when missing.
@@ -31,7 +31,7 @@ repo=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
 venv="$repo/target/schemathesis-venv"
-max_examples="${LARDER_SCHEMATHESIS_MAX_EXAMPLES:-20}"
+max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-20}"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -48,9 +48,9 @@ py="$venv/bin/python"
 command -v curl >/dev/null || die "curl is needed"
 
 server_bin="$repo/target/debug/larder-server"
-# Built unless the caller just did (scripts/test.sh sets LARDER_SCHEMATHESIS_NO_BUILD=1), so
+# Built unless the caller just did (scripts/test.sh sets SCHEMATHESIS_NO_BUILD=1), so
 # that a stale binary is never the one tested; a no-op when it is up to date.
-if [[ "${LARDER_SCHEMATHESIS_NO_BUILD:-}" != 1 || ! -x "$server_bin" ]]; then
+if [[ "${SCHEMATHESIS_NO_BUILD:-}" != 1 || ! -x "$server_bin" ]]; then
     build_args=(build -p larder-api --bins)
     [[ -f Cargo.lock ]] && build_args+=(--locked)
     say "cargo ${build_args[*]}"
@@ -67,7 +67,7 @@ cleanup() {
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
-    if [[ "${LARDER_SCHEMATHESIS_KEEP:-}" == 1 ]]; then
+    if [[ "${SCHEMATHESIS_KEEP:-}" == 1 ]]; then
         say "kept $work"
     else
         rm -rf "$work"
@@ -82,18 +82,18 @@ log_filter='info,sqlx=warn'
 server_env=(PATH="$PATH" HOME="${HOME:-/root}" LARDER_DATA_DIR="$work/data" LARDER_LISTEN=127.0.0.1:0
     LARDER_LOG_FORMAT=json RUST_LOG="$log_filter")
 database="SQLite"
-if [[ -n "${LARDER_SCHEMATHESIS_DATABASE_URL:-}" ]]; then
-    server_env+=(LARDER_DATABASE_URL="$LARDER_SCHEMATHESIS_DATABASE_URL")
-    database="$LARDER_SCHEMATHESIS_DATABASE_URL"
+if [[ -n "${SCHEMATHESIS_DATABASE_URL:-}" ]]; then
+    server_env+=(LARDER_DATABASE_URL="$SCHEMATHESIS_DATABASE_URL")
+    database="$SCHEMATHESIS_DATABASE_URL"
 fi
 say "starting larder-server ($database, NARs in $work/data)"
 # A clean environment, so that no LARDER_* setting of the caller changes the server.
-env -i "${server_env[@]}" "$server_bin" serve >"$work/server.log" 2>&1 &
+env -i "${server_env[@]}" "$server_bin" serve --port-file "$work/port" >"$work/server.log" 2>&1 &
 server_pid=$!
 
 port=
 for _ in $(seq 1 300); do
-    port=$(grep '"listening"' "$work/server.log" 2>/dev/null | grep -o '"port":[0-9]*' | head -n1 | cut -d: -f2 || true)
+    port=$(cat "$work/port" 2>/dev/null || true)
     [[ -n "$port" ]] && break
     kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "larder-server exited at start"; }
     sleep 0.1
@@ -153,7 +153,7 @@ api POST /caches 201 '{"name": "alices-cache", "public": false}' "$alice_session
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
 st_args=(run "$repo/openapi.yaml" --url "$base" --checks "$checks" --max-examples "$max_examples"
     --workers 1 --request-timeout 30 --suppress-health-check all)
-[[ -n "${LARDER_SCHEMATHESIS_SEED:-}" ]] && st_args+=(--seed "$LARDER_SCHEMATHESIS_SEED")
+[[ -n "${SCHEMATHESIS_SEED:-}" ]] && st_args+=(--seed "$SCHEMATHESIS_SEED")
 # For runs whose 401s and 403s are the point: every warning but "only 401/403 responses".
 warnings_but_missing_auth='missing_test_data,base_url_mismatch,validation_mismatch,missing_deserializer,unused_openapi_auth,unsupported_regex,method_not_allowed,unresolvable_reference,unmatched_filter'
 expected_refusals=(--warnings "$warnings_but_missing_auth")
@@ -168,7 +168,7 @@ run() {
     say "schemathesis run $((runs + 1)): $name"
     local rc=0 report=()
     runs=$((runs + 1))
-    [[ "${LARDER_SCHEMATHESIS_KEEP:-}" == 1 ]] && report=(--report vcr --report-dir "$work/report-$runs")
+    [[ "${SCHEMATHESIS_KEEP:-}" == 1 ]] && report=(--report vcr --report-dir "$work/report-$runs")
     (cd "$work" && timeout 600 "$venv/bin/st" "${st_args[@]}" "${report[@]}" "$@") || rc=$?
     if ((rc != 0)); then
         failed+=("run $runs, $name (exit code $rc)")

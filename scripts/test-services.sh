@@ -10,22 +10,22 @@
 # stopped again by larder_services_stop.
 #
 # Usage:
-#   source scripts/test-services.sh             # start, export LARDER_TEST_*, stop on EXIT
+#   source scripts/test-services.sh             # start, export TEST_*, stop on EXIT
 #   source scripts/test-services.sh --no-start  # only define larder_services_start/_stop
 #   scripts/test-services.sh start              # start and leave running; prints the exports
 #                                               # (eval "$(scripts/test-services.sh start)")
 #   scripts/test-services.sh stop [RUN_DIR]     # stop what `start` started (default:
-#                                               # $LARDER_TEST_SERVICES_RUN_DIR, set by the exports)
+#                                               # $TEST_SERVICES_RUN_DIR, set by the exports)
 #
 # Exported for the tests:
-#   LARDER_TEST_PG_URL                postgres://postgres@127.0.0.1:5432 (admin URL; tests
+#   TEST_PG_URL                postgres://postgres@127.0.0.1:5432 (admin URL; tests
 #                                     create and drop their own databases)
-#   LARDER_TEST_S3_ENDPOINT           http://127.0.0.1:<port> (path-style addressing)
-#   LARDER_TEST_S3_REGION             garage
-#   LARDER_TEST_S3_ACCESS_KEY_ID      key allowed to create buckets (tests make their own)
-#   LARDER_TEST_S3_SECRET_ACCESS_KEY
+#   TEST_S3_ENDPOINT           http://127.0.0.1:<port> (path-style addressing)
+#   TEST_S3_REGION             garage
+#   TEST_S3_ACCESS_KEY_ID      key allowed to create buckets (tests make their own)
+#   TEST_S3_SECRET_ACCESS_KEY
 #
-# Environment knobs: LARDER_TEST_KEEP=1 keeps the run directory (Garage logs, data) on stop.
+# Environment knobs: TEST_KEEP_SERVICES=1 keeps the run directory (Garage logs, data) on stop.
 
 set -euo pipefail
 
@@ -39,7 +39,7 @@ LARDER_SERVICES_ROOT="$LARDER_REPO_ROOT/.test-services"
 source "$LARDER_REPO_ROOT/scripts/provision.sh"
 
 # What this shell started (stopped by larder_services_stop).
-LARDER_TEST_SERVICES_RUN_DIR="${LARDER_TEST_SERVICES_RUN_DIR:-}"
+TEST_SERVICES_RUN_DIR="${TEST_SERVICES_RUN_DIR:-}"
 LARDER_SERVICES_GARAGE_PID="${LARDER_SERVICES_GARAGE_PID:-}"
 LARDER_SERVICES_PG_PID="${LARDER_SERVICES_PG_PID:-}"
 
@@ -156,9 +156,9 @@ _ts_check_postgres_login() {
 # ---------------------------------------------------------------------------------------
 # Garage (built by larder_provision_garage)
 
-# Starts one Garage node in $LARDER_TEST_SERVICES_RUN_DIR/garage; sets the S3 variables.
+# Starts one Garage node in $TEST_SERVICES_RUN_DIR/garage; sets the S3 variables.
 _ts_start_garage() {
-    local dir="$LARDER_TEST_SERVICES_RUN_DIR/garage"
+    local dir="$TEST_SERVICES_RUN_DIR/garage"
     local cfg="$dir/garage.toml" log="$dir/garage.log"
     local started_at=${EPOCHREALTIME/[.,]/} attempt rpc_port s3_port admin_port
     for attempt in 1 2 3; do
@@ -186,7 +186,7 @@ api_bind_addr = "127.0.0.1:$admin_port"
 admin_token = "$(_ts_random_hex 32)"
 TOML
         _ts_log "starting Garage (S3 on 127.0.0.1:$s3_port, rpc $rpc_port, admin $admin_port) in $dir"
-        RUST_LOG="${LARDER_GARAGE_LOG:-garage=info}" garage -c "$cfg" server >"$log" 2>&1 &
+        RUST_LOG="${TEST_GARAGE_LOG:-garage=info}" garage -c "$cfg" server >"$log" 2>&1 &
         LARDER_SERVICES_GARAGE_PID=$!
         echo "$LARDER_SERVICES_GARAGE_PID" >"$dir/garage.pid"
 
@@ -234,19 +234,19 @@ TOML
     garage -c "$cfg" key import --yes -n larder-tests "$key_id" "$secret" >/dev/null
     garage -c "$cfg" key allow --create-bucket "$key_id" >/dev/null
 
-    export LARDER_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
-    export LARDER_TEST_S3_REGION=garage
-    export LARDER_TEST_S3_ACCESS_KEY_ID="$key_id"
-    export LARDER_TEST_S3_SECRET_ACCESS_KEY="$secret"
+    export TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+    export TEST_S3_REGION=garage
+    export TEST_S3_ACCESS_KEY_ID="$key_id"
+    export TEST_S3_SECRET_ACCESS_KEY="$secret"
     local elapsed_ms=$(((${EPOCHREALTIME/[.,]/} - started_at) / 1000))
-    _ts_log "Garage ready in ${elapsed_ms} ms (pid $LARDER_SERVICES_GARAGE_PID, $LARDER_TEST_S3_ENDPOINT)"
+    _ts_log "Garage ready in ${elapsed_ms} ms (pid $LARDER_SERVICES_GARAGE_PID, $TEST_S3_ENDPOINT)"
 }
 
 # ---------------------------------------------------------------------------------------
 # Public entry points
 
 larder_services_start() {
-    local run=$LARDER_TEST_SERVICES_RUN_DIR
+    local run=$TEST_SERVICES_RUN_DIR
     if [[ -n "$run" && -r "$run/env" && -r "$run/garage/garage.pid" ]] &&
         _ts_pid_alive "$(cat "$run/garage/garage.pid")"; then
         _ts_log "services already running from $run"
@@ -254,36 +254,36 @@ larder_services_start() {
         source "$run/env"
         return 0
     fi
-    LARDER_TEST_SERVICES_RUN_DIR="$LARDER_SERVICES_ROOT/run-$$-$(_ts_random_hex 3)"
-    mkdir -p "$LARDER_TEST_SERVICES_RUN_DIR"
-    export LARDER_TEST_SERVICES_RUN_DIR
+    TEST_SERVICES_RUN_DIR="$LARDER_SERVICES_ROOT/run-$$-$(_ts_random_hex 3)"
+    mkdir -p "$TEST_SERVICES_RUN_DIR"
+    export TEST_SERVICES_RUN_DIR
 
     # Install what is missing (scripts/provision.sh); starts nothing itself.
     larder_provision
 
     _ts_start_postgres
     # Recorded (and so stopped by larder_services_stop) only if this run started the cluster.
-    [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$LARDER_TEST_SERVICES_RUN_DIR/postgres.pid"
+    [[ -z "$LARDER_SERVICES_PG_PID" ]] || echo "$LARDER_SERVICES_PG_PID" >"$TEST_SERVICES_RUN_DIR/postgres.pid"
     _ts_check_postgres_login
-    export LARDER_TEST_PG_URL="postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT"
+    export TEST_PG_URL="postgres://postgres@$LARDER_PG_HOST:$LARDER_PG_PORT"
 
     _ts_cargo_bin_on_path
     _ts_have garage || _ts_die "garage not found (bash scripts/provision.sh garage)"
     _ts_start_garage
 
     {
-        echo "export LARDER_TEST_SERVICES_RUN_DIR='$LARDER_TEST_SERVICES_RUN_DIR'"
-        echo "export LARDER_TEST_PG_URL='$LARDER_TEST_PG_URL'"
-        echo "export LARDER_TEST_S3_ENDPOINT='$LARDER_TEST_S3_ENDPOINT'"
-        echo "export LARDER_TEST_S3_REGION='$LARDER_TEST_S3_REGION'"
-        echo "export LARDER_TEST_S3_ACCESS_KEY_ID='$LARDER_TEST_S3_ACCESS_KEY_ID'"
-        echo "export LARDER_TEST_S3_SECRET_ACCESS_KEY='$LARDER_TEST_S3_SECRET_ACCESS_KEY'"
-    } >"$LARDER_TEST_SERVICES_RUN_DIR/env"
+        echo "export TEST_SERVICES_RUN_DIR='$TEST_SERVICES_RUN_DIR'"
+        echo "export TEST_PG_URL='$TEST_PG_URL'"
+        echo "export TEST_S3_ENDPOINT='$TEST_S3_ENDPOINT'"
+        echo "export TEST_S3_REGION='$TEST_S3_REGION'"
+        echo "export TEST_S3_ACCESS_KEY_ID='$TEST_S3_ACCESS_KEY_ID'"
+        echo "export TEST_S3_SECRET_ACCESS_KEY='$TEST_S3_SECRET_ACCESS_KEY'"
+    } >"$TEST_SERVICES_RUN_DIR/env"
 }
 
 # Stops what a run started (this shell's run by default), by the PIDs it recorded.
 larder_services_stop() {
-    local dir=${1:-$LARDER_TEST_SERVICES_RUN_DIR}
+    local dir=${1:-$TEST_SERVICES_RUN_DIR}
     [[ -n "$dir" && -d "$dir" ]] || return 0
     local garage_pid="" pg_pid=""
     [[ -r "$dir/garage/garage.pid" ]] && garage_pid=$(cat "$dir/garage/garage.pid")
@@ -295,13 +295,13 @@ larder_services_stop() {
     if [[ -n "$pg_pid" ]] && grep -q postgres "/proc/$pg_pid/cmdline" 2>/dev/null; then
         _ts_stop_pid "$pg_pid" INT postgres # fast shutdown
     fi
-    if [[ "${LARDER_TEST_KEEP:-}" == 1 ]]; then
-        _ts_log "keeping $dir (LARDER_TEST_KEEP=1)"
+    if [[ "${TEST_KEEP_SERVICES:-}" == 1 ]]; then
+        _ts_log "keeping $dir (TEST_KEEP_SERVICES=1)"
     else
         rm -rf "$dir"
     fi
-    if [[ "$dir" == "$LARDER_TEST_SERVICES_RUN_DIR" ]]; then
-        LARDER_TEST_SERVICES_RUN_DIR='' LARDER_SERVICES_GARAGE_PID='' LARDER_SERVICES_PG_PID=
+    if [[ "$dir" == "$TEST_SERVICES_RUN_DIR" ]]; then
+        TEST_SERVICES_RUN_DIR='' LARDER_SERVICES_GARAGE_PID='' LARDER_SERVICES_PG_PID=
     fi
 }
 
@@ -317,11 +317,11 @@ else
         # On a failed start, stop whatever did start; on success leave it running.
         trap 'rc=$?; ((rc == 0)) || larder_services_stop' EXIT
         larder_services_start
-        _ts_log "services left running; stop them with: $0 stop $LARDER_TEST_SERVICES_RUN_DIR"
-        cat "$LARDER_TEST_SERVICES_RUN_DIR/env"
+        _ts_log "services left running; stop them with: $0 stop $TEST_SERVICES_RUN_DIR"
+        cat "$TEST_SERVICES_RUN_DIR/env"
         ;;
     stop)
-        dir=${2:-$LARDER_TEST_SERVICES_RUN_DIR}
+        dir=${2:-$TEST_SERVICES_RUN_DIR}
         if [[ -z "$dir" ]]; then
             echo "usage: $0 stop RUN_DIR   (the directory printed by '$0 start')" >&2
             exit 2

@@ -6,14 +6,26 @@
 #   bash scripts/test.sh -p larder-tests --test storage_backends
 #                                             # with -p/--package, only those packages
 #
-# Starts the services (scripts/test-services.sh), always stops what it started, then checks
-# the API contract with schemathesis (scripts/schemathesis.sh); exits non-zero if either fails.
+# Checks formatting (cargo fmt) and lints (clippy, warnings denied), starts the services
+# (scripts/test-services.sh, installing what is missing), always stops what it started, checks
+# the API contract with schemathesis (scripts/schemathesis.sh); exits non-zero if any fails.
 
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf '\n==> %s\n' "$*" >&2; }
+
+# Habits first, before anything is installed or started: a formatting slip or a clippy
+# warning fails the run in seconds. SKIP_LINTS=1 skips them (local iteration only).
+if [[ "${SKIP_LINTS:-}" != 1 ]]; then
+    say "cargo fmt --all --check"
+    cargo fmt --all --check
+    lint_args=(clippy --workspace --all-targets)
+    [[ -f Cargo.lock ]] && lint_args+=(--locked)
+    say "cargo ${lint_args[*]} -- -D warnings"
+    cargo "${lint_args[@]}" -- -D warnings
+fi
 
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh --no-start
@@ -36,10 +48,10 @@ say "starting test services (nix, PostgreSQL, Garage)"
 larder_services_start
 services_ready=1
 say "services ready:
-    LARDER_TEST_PG_URL=$LARDER_TEST_PG_URL
-    LARDER_TEST_S3_ENDPOINT=$LARDER_TEST_S3_ENDPOINT
-    LARDER_TEST_S3_REGION=$LARDER_TEST_S3_REGION
-    LARDER_TEST_S3_ACCESS_KEY_ID=$LARDER_TEST_S3_ACCESS_KEY_ID"
+    TEST_PG_URL=$TEST_PG_URL
+    TEST_S3_ENDPOINT=$TEST_S3_ENDPOINT
+    TEST_S3_REGION=$TEST_S3_REGION
+    TEST_S3_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY_ID"
 
 cargo_args=(test)
 [[ -f Cargo.lock ]] && cargo_args+=(--locked)
@@ -66,24 +78,24 @@ rc=$?
 set -e
 
 # ---- BEGIN schemathesis block: the API contract (openapi.yaml) against the real server ----
-# Only after cargo test passed; its failure fails this script. LARDER_SKIP_SCHEMATHESIS=1 skips it.
-if ((rc == 0)) && [[ "${LARDER_SKIP_SCHEMATHESIS:-}" != 1 ]]; then
+# Only after cargo test passed; its failure fails this script. SKIP_SCHEMATHESIS=1 skips it.
+if ((rc == 0)) && [[ "${SKIP_SCHEMATHESIS:-}" != 1 ]]; then
     say "bash scripts/schemathesis.sh (SQLite)"
     set +e
-    LARDER_SCHEMATHESIS_NO_BUILD=1 bash scripts/schemathesis.sh
+    SCHEMATHESIS_NO_BUILD=1 bash scripts/schemathesis.sh
     rc=$?
     set -e
     # And on Postgres, which refuses some strings SQLite keeps (e.g. NUL bytes).
     if ((rc == 0)); then
         schemathesis_db="larder_schemathesis_$RANDOM$RANDOM"
-        psql -q "$LARDER_TEST_PG_URL/postgres" -c "CREATE DATABASE $schemathesis_db"
+        psql -q "$TEST_PG_URL/postgres" -c "CREATE DATABASE $schemathesis_db"
         say "bash scripts/schemathesis.sh (Postgres)"
         set +e
-        LARDER_SCHEMATHESIS_NO_BUILD=1 LARDER_SCHEMATHESIS_DATABASE_URL="$LARDER_TEST_PG_URL/$schemathesis_db" \
+        SCHEMATHESIS_NO_BUILD=1 SCHEMATHESIS_DATABASE_URL="$TEST_PG_URL/$schemathesis_db" \
             bash scripts/schemathesis.sh
         rc=$?
         set -e
-        psql -q "$LARDER_TEST_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)" || true
+        psql -q "$TEST_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $schemathesis_db WITH (FORCE)" || true
     fi
 fi
 # ---- END schemathesis block ----

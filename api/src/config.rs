@@ -1,6 +1,8 @@
 //! Settings: embedded defaults, then an optional TOML file, then `LARDER_*` environment
 //! variables (the environment wins). Keys are flat so that a file key and its variable
-//! read the same: `s3_bucket` in TOML is `LARDER_S3_BUCKET` in the environment.
+//! read the same: `s3_bucket` in TOML is `LARDER_S3_BUCKET` in the environment. They are
+//! read into [`RawSettings`] and then checked into [`Settings`], where what cannot be
+//! combined cannot be represented (S3 without a bucket) and secrets never print.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,12 +10,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::storage::S3Settings;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The server's settings, checked. `Debug` shows no secret.
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
@@ -26,21 +29,15 @@ pub struct Settings {
     pub base_domain: Option<String>,
     /// `sqlite://…` or `postgres://…`; default: `larder.db` in the data directory.
     pub database_url: Option<String>,
-    pub storage: StorageKind,
-    pub s3_endpoint: Option<String>,
-    pub s3_bucket: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<String>,
-    pub s3_path_style: bool,
+    pub storage: StorageSettings,
     /// 32 bytes, hex or base64, that encrypt signing keys at rest; generated into the data
     /// directory on first start when absent.
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretString>,
     /// Secret for signing tokens (JWT HS256); generated into the data directory when absent.
-    pub token_secret: Option<String>,
-    /// Largest NAR file accepted on upload, in bytes.
+    pub token_secret: Option<SecretString>,
+    /// Largest NAR accepted on upload, in bytes, compressed as uploaded and decompressed.
     pub max_nar_size: u64,
-    /// Largest narinfo, listing or build log accepted on upload, in bytes.
+    /// Largest narinfo or build log accepted on upload, in bytes.
     pub max_small_upload: u64,
     /// Largest `.ls` listing kept for a NAR, in bytes; a NAR with a larger one is still
     /// accepted, without a listing.
@@ -57,14 +54,50 @@ pub struct Settings {
     pub default_priority: i64,
 }
 
+/// Where NARs, listings and build logs are kept.
+#[derive(Clone, Debug)]
+pub enum StorageSettings {
+    /// A local directory (the embedded default: `objects/` in the data directory).
+    Fs { dir: PathBuf },
+    /// An S3-compatible object store.
+    S3(S3Settings),
+}
+
+/// The settings as the file and the environment spell them: flat, unchecked.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    public_url: Option<String>,
+    base_domain: Option<String>,
+    database_url: Option<String>,
+    storage: StorageKind,
+    s3_endpoint: Option<String>,
+    s3_bucket: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_path_style: bool,
+    master_key: Option<String>,
+    token_secret: Option<String>,
+    max_nar_size: u64,
+    max_small_upload: u64,
+    max_listing_size: u64,
+    max_uploads_per_token: u32,
+    body_timeout_secs: u64,
+    min_body_rate: u64,
+    default_priority: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StorageKind {
+enum StorageKind {
     Fs,
     S3,
 }
 
-impl Default for Settings {
+impl Default for RawSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
@@ -92,56 +125,100 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Loads defaults ← file (if given) ← `LARDER_*` environment, then checks that the
-    /// combination makes sense. Errors name the offending key.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(file) = file {
-            if !file.exists() {
-                bail!("configuration file {} does not exist", file.display());
-            }
-            figment = figment.merge(Toml::file(file));
-        }
-        let settings: Settings = figment
-            .merge(Env::prefixed("LARDER_").filter(|key| is_setting_variable(key.as_str())))
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        settings.validate()?;
-        Ok(settings)
+impl Default for Settings {
+    fn default() -> Self {
+        RawSettings::default().try_into().expect("the defaults are valid")
     }
+}
 
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.storage == StorageKind::S3 && self.s3_bucket.as_deref().unwrap_or("").is_empty() {
-            bail!("invalid configuration: storage = \"s3\" needs s3_bucket (LARDER_S3_BUCKET)");
-        }
-        if let Some(url) = &self.database_url {
+impl TryFrom<RawSettings> for Settings {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: RawSettings) -> anyhow::Result<Self> {
+        let storage = match raw.storage {
+            StorageKind::Fs => StorageSettings::Fs { dir: raw.data_dir.join("objects") },
+            StorageKind::S3 => {
+                let bucket = raw.s3_bucket.filter(|b| !b.is_empty());
+                let Some(bucket) = bucket else {
+                    bail!("invalid configuration: storage = \"s3\" needs s3_bucket (LARDER_S3_BUCKET)");
+                };
+                StorageSettings::S3(S3Settings {
+                    endpoint: raw.s3_endpoint,
+                    bucket,
+                    region: raw.s3_region.unwrap_or_else(|| "us-east-1".to_owned()),
+                    access_key_id: raw.s3_access_key_id,
+                    secret_access_key: raw.s3_secret_access_key.map(SecretString::from),
+                    path_style: raw.s3_path_style,
+                })
+            }
+        };
+        if let Some(url) = &raw.database_url {
             if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
                 bail!("invalid configuration: database_url (LARDER_DATABASE_URL) must start with sqlite: or postgres:");
             }
         }
-        if let Some(url) = &self.public_url {
+        if let Some(url) = &raw.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("invalid configuration: public_url (LARDER_PUBLIC_URL) must start with http:// or https://");
             }
         }
-        if let Some(domain) = &self.base_domain {
+        if let Some(domain) = &raw.base_domain {
             let valid = !domain.is_empty()
                 && domain.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
             if !valid {
                 bail!("invalid configuration: base_domain (LARDER_BASE_DOMAIN) must be a host name such as cache.example.com");
             }
         }
-        if self.max_nar_size == 0 || self.max_small_upload == 0 {
+        if raw.max_nar_size == 0 || raw.max_small_upload == 0 {
             bail!("invalid configuration: max_nar_size and max_small_upload must be positive");
         }
-        if self.max_uploads_per_token == 0 || self.body_timeout_secs == 0 {
+        if raw.max_uploads_per_token == 0 || raw.body_timeout_secs == 0 {
             bail!("invalid configuration: max_uploads_per_token and body_timeout_secs must be positive");
         }
-        if usize::try_from(self.max_listing_size).is_err() {
+        if usize::try_from(raw.max_listing_size).is_err() {
             bail!("invalid configuration: max_listing_size is too large for this machine");
         }
-        Ok(())
+        Ok(Settings {
+            listen: raw.listen,
+            data_dir: raw.data_dir,
+            public_url: raw.public_url,
+            base_domain: raw.base_domain,
+            database_url: raw.database_url,
+            storage,
+            master_key: raw.master_key.map(SecretString::from),
+            token_secret: raw.token_secret.map(SecretString::from),
+            max_nar_size: raw.max_nar_size,
+            max_small_upload: raw.max_small_upload,
+            max_listing_size: raw.max_listing_size,
+            max_uploads_per_token: raw.max_uploads_per_token,
+            body_timeout_secs: raw.body_timeout_secs,
+            min_body_rate: raw.min_body_rate,
+            default_priority: raw.default_priority,
+        })
+    }
+}
+
+impl Settings {
+    /// Loads defaults ← file (if given) ← `LARDER_*` environment, then checks that the
+    /// combination makes sense. Errors name the offending key.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(RawSettings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let raw: RawSettings = figment
+            .merge(Env::prefixed("LARDER_").filter(|key| is_setting_variable(key.as_str())))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        raw.try_into()
+    }
+
+    /// The defaults, with everything kept under `data_dir`.
+    pub fn in_data_dir(data_dir: PathBuf) -> Self {
+        RawSettings { data_dir, ..RawSettings::default() }.try_into().expect("the defaults are valid")
     }
 
     pub fn database_url(&self) -> String {
@@ -151,36 +228,46 @@ impl Settings {
         }
     }
 
-    pub fn s3_settings(&self) -> Option<S3Settings> {
-        (self.storage == StorageKind::S3).then(|| S3Settings {
-            endpoint: self.s3_endpoint.clone(),
-            bucket: self.s3_bucket.clone().unwrap_or_default(),
-            region: self.s3_region.clone().unwrap_or_else(|| "us-east-1".to_owned()),
-            access_key_id: self.s3_access_key_id.clone(),
-            secret_access_key: self.s3_secret_access_key.clone(),
-            path_style: self.s3_path_style,
-        })
-    }
-
-    pub fn nar_dir(&self) -> PathBuf {
-        self.data_dir.join("objects")
+    /// The settings as `LARDER_*` variables, secrets included: what a `larder-server`
+    /// process needs to serve the same data (tests, scripts).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            ("LARDER_DATA_DIR", self.data_dir.display().to_string()),
+            ("LARDER_DATABASE_URL", self.database_url()),
+        ];
+        if let StorageSettings::S3(s3) = &self.storage {
+            vars.extend([
+                ("LARDER_STORAGE", "s3".to_owned()),
+                ("LARDER_S3_ENDPOINT", s3.endpoint.clone().unwrap_or_default()),
+                ("LARDER_S3_BUCKET", s3.bucket.clone()),
+                ("LARDER_S3_REGION", s3.region.clone()),
+                ("LARDER_S3_ACCESS_KEY_ID", s3.access_key_id.clone().unwrap_or_default()),
+                ("LARDER_S3_SECRET_ACCESS_KEY", s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default()),
+                ("LARDER_S3_PATH_STYLE", s3.path_style.to_string()),
+            ]);
+        }
+        for (name, secret) in [("LARDER_MASTER_KEY", &self.master_key), ("LARDER_TOKEN_SECRET", &self.token_secret)] {
+            if let Some(secret) = secret {
+                vars.push((name, secret.expose_secret().to_owned()));
+            }
+        }
+        vars
     }
 }
 
 /// `LARDER_*` variables that are not settings: read by the CLI (`LARDER_CONFIG`,
-/// `LARDER_PORT_FILE`), the log set-up (`LARDER_LOG_FORMAT`) and the test suite
-/// (`LARDER_TEST_*`). Any other is a setting, so a misspelt one is reported rather than
-/// ignored.
+/// `LARDER_PORT_FILE`) and the log set-up (`LARDER_LOG_FORMAT`). Any other is a setting,
+/// so a misspelt one is reported rather than ignored.
 fn is_setting_variable(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    !(key == "config" || key == "port_file" || key == "log_format" || key.starts_with("test_"))
+    !(key == "config" || key == "port_file" || key == "log_format")
 }
 
 /// Reads a 32-byte secret from config, or from `file` in the data directory, creating the
 /// file with fresh random bytes on first start. Kept owner-readable only.
-pub fn load_or_create_secret(configured: Option<&str>, file: &Path, key: &str) -> anyhow::Result<[u8; 32]> {
+pub fn load_or_create_secret(configured: Option<&SecretString>, file: &Path, key: &str) -> anyhow::Result<[u8; 32]> {
     if let Some(text) = configured {
-        return decode_secret(text).with_context(|| format!("invalid configuration: {key}"));
+        return decode_secret(text.expose_secret()).with_context(|| format!("invalid configuration: {key}"));
     }
     if file.exists() {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -197,13 +284,9 @@ fn decode_secret(text: &str) -> anyhow::Result<[u8; 32]> {
     let bytes = if text.len() == 64 {
         hex::decode(text).context("expected 64 hex characters")?
     } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .context("expected 64 hex characters or base64 of 32 bytes")?
+        base64::engine::general_purpose::STANDARD.decode(text).context("expected 64 hex characters or base64 of 32 bytes")?
     };
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("expected exactly 32 bytes"))
+    bytes.try_into().map_err(|_| anyhow::anyhow!("expected exactly 32 bytes"))
 }
 
 fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
@@ -221,4 +304,29 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_without_a_bucket_cannot_be_built() {
+        let raw = RawSettings { storage: StorageKind::S3, ..RawSettings::default() };
+        assert!(Settings::try_from(raw).unwrap_err().to_string().contains("needs s3_bucket"));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let raw = RawSettings {
+            storage: StorageKind::S3,
+            s3_bucket: Some("b".into()),
+            s3_secret_access_key: Some("s3-very-secret".into()),
+            master_key: Some("master-very-secret".into()),
+            token_secret: Some("token-very-secret".into()),
+            ..RawSettings::default()
+        };
+        let printed = format!("{:?}", Settings::try_from(raw).unwrap());
+        assert!(!printed.contains("very-secret"), "{printed}");
+    }
 }

@@ -10,8 +10,7 @@ use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::TokenKeys;
-use crate::config::{load_or_create_secret, Settings};
-use crate::db::Database;
+use crate::config::{load_or_create_secret, Settings, StorageSettings};
 use crate::services::{Limits, Services};
 use crate::signing::MasterKey;
 use crate::storage::{FsStorage, S3Storage, Storage};
@@ -37,19 +36,17 @@ impl PublicUrl {
 pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
-    let db = Database::connect(&settings.database_url()).await?;
-    db.migrate().await?;
-    let storage: Arc<dyn Storage> = match settings.s3_settings() {
-        Some(s3) => Arc::new(S3Storage::new(s3).await?),
-        None => Arc::new(FsStorage::new(settings.nar_dir()).await?),
+    let storage: Arc<dyn Storage> = match &settings.storage {
+        StorageSettings::S3(s3) => Arc::new(S3Storage::new(s3.clone()).await?),
+        StorageSettings::Fs { dir } => Arc::new(FsStorage::new(dir.clone()).await?),
     };
     let master_key = load_or_create_secret(
-        settings.master_key.as_deref(),
+        settings.master_key.as_ref(),
         &settings.data_dir.join("master.key"),
         "master_key (LARDER_MASTER_KEY)",
     )?;
     let token_secret = load_or_create_secret(
-        settings.token_secret.as_deref(),
+        settings.token_secret.as_ref(),
         &settings.data_dir.join("token-secret.key"),
         "token_secret (LARDER_TOKEN_SECRET)",
     )?;
@@ -61,7 +58,7 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
         max_uploads_per_token: settings.max_uploads_per_token,
         default_priority: settings.default_priority,
     };
-    Ok(Services::new(db, storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits))
+    Services::connect(&settings.database_url(), storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits).await
 }
 
 pub struct Application {
@@ -136,8 +133,8 @@ impl Application {
 /// only when an upload began, hence a day there.
 async fn remove_stale_uploads(services: &Services, settings: &Settings) {
     let older_than = match settings.storage {
-        crate::config::StorageKind::Fs => Duration::from_secs((4 * settings.body_timeout_secs).max(15 * 60)),
-        crate::config::StorageKind::S3 => Duration::from_secs((4 * settings.body_timeout_secs).max(24 * 3600)),
+        StorageSettings::Fs { .. } => Duration::from_secs((4 * settings.body_timeout_secs).max(15 * 60)),
+        StorageSettings::S3(_) => Duration::from_secs((4 * settings.body_timeout_secs).max(24 * 3600)),
     };
     match services.storage().remove_stale_uploads(older_than).await {
         Ok(0) => {}

@@ -1,5 +1,6 @@
 //! A JSON client for `/api/v1`, acting anonymously or with one token. Every error answer
-//! is checked to have the API's `{error, message}` shape.
+//! is checked to have the API's `{error, message}` shape (except through
+//! [`Api::call_raw`], which sends and returns bytes as they are).
 
 use std::net::IpAddr;
 
@@ -38,26 +39,42 @@ impl<'a> Api<'a> {
         self.token.as_deref()
     }
 
+    /// A request with an optional JSON body; returns the status and the answer parsed as
+    /// JSON (`Null` for an empty body). An error answer must have the `{error, message}` shape.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, text) = self.call_text(method, path, body).await;
+        if text.is_empty() {
+            return (status, Value::Null);
+        }
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    }
+
+    /// As [`Api::call`], but returns the answer's text as the server sent it (for checks on
+    /// the exact bytes). An error answer must still have the `{error, message}` shape.
+    pub async fn call_text(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
+        let body = body.map(|body| serde_json::to_vec(&body).expect("serialise the JSON body"));
+        let (status, text) = self.call_raw(method, path, body, "application/json").await;
+        if !status.is_success() {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            assert!(value["error"].is_string() && value["message"].is_string(), "{path}: error without code and message: {text}");
+        }
+        (status, text)
+    }
+
+    /// A request with `body` sent as it is, under `content_type` (sent with a body only);
+    /// returns the status and the answer's text, with no check on either: for bodies that
+    /// are not JSON, or are not labelled as such, and for answers checked by the caller.
+    pub async fn call_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>, content_type: &str) -> (StatusCode, String) {
         let mut request = self.http.request(method, format!("{}/api/v1{path}", self.server.base_url));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.header("content-type", content_type).body(body);
         }
         let response = request.send().await.expect("API request");
         let status = response.status();
-        let text = response.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
-        };
-        if !status.is_success() {
-            assert!(value["error"].is_string() && value["message"].is_string(), "{path}: error without code and message: {value}");
-        }
-        (status, value)
+        (status, response.text().await.unwrap_or_default())
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

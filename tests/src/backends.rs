@@ -10,7 +10,7 @@ fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: the Postgres and S3 tests need real servers. Run the tests through \
-             `bash scripts/test.sh` (it starts them and sets the LARDER_TEST_* variables)"
+             `bash scripts/test.sh` (it starts them and sets the TEST_* variables)"
         )
     })
 }
@@ -27,10 +27,10 @@ pub struct S3Env {
 impl S3Env {
     pub fn from_env() -> Self {
         Self {
-            endpoint: required_env("LARDER_TEST_S3_ENDPOINT"),
-            region: required_env("LARDER_TEST_S3_REGION"),
-            access_key_id: required_env("LARDER_TEST_S3_ACCESS_KEY_ID"),
-            secret_access_key: required_env("LARDER_TEST_S3_SECRET_ACCESS_KEY"),
+            endpoint: required_env("TEST_S3_ENDPOINT"),
+            region: required_env("TEST_S3_REGION"),
+            access_key_id: required_env("TEST_S3_ACCESS_KEY_ID"),
+            secret_access_key: required_env("TEST_S3_SECRET_ACCESS_KEY"),
         }
     }
 }
@@ -57,6 +57,18 @@ impl TestBucket {
             panic!("creating bucket {name} at {}: {}", env.endpoint, aws_sdk_s3::error::DisplayErrorContext(&e))
         });
         Self { env, client, name }
+    }
+
+    /// The server's settings for this bucket (path-style, static credentials).
+    pub fn s3_settings(&self) -> larder_api::storage::S3Settings {
+        larder_api::storage::S3Settings {
+            endpoint: Some(self.env.endpoint.clone()),
+            bucket: self.name.clone(),
+            region: self.env.region.clone(),
+            access_key_id: Some(self.env.access_key_id.clone()),
+            secret_access_key: Some(self.env.secret_access_key.clone().into()),
+            path_style: true,
+        }
     }
 
     /// Every object key in the bucket.
@@ -110,7 +122,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let admin_url = required_env("LARDER_TEST_PG_URL");
+        let admin_url = required_env("TEST_PG_URL");
         let name = format!("larder_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&format!("{admin_url}/postgres")).await.expect("connecting to the test Postgres");
         conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");

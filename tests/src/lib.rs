@@ -8,9 +8,22 @@ pub mod raw_http;
 pub mod server;
 
 pub use api::{Api, PASSPHRASE};
-pub use nix::{assert_same_tree, Nix, NixRun};
+pub use nix::{assert_same_tree, trusting, Nix, NixRun};
 pub use larder_api::config::Settings;
 pub use server::{run_on, Backend, TestCache, TestServer};
+
+/// The 32-character hash part of an absolute store path (`/nix/store/<hash>-<name>`), which
+/// names its `.narinfo` and `.ls`. Panics if `store_path` is not a valid store path.
+#[track_caller]
+pub fn hash_part(store_path: &str) -> String {
+    store_path_of(store_path).hash_part().to_owned()
+}
+
+/// An absolute store path, parsed (panics if it is not one).
+#[track_caller]
+pub fn store_path_of(store_path: &str) -> larder_protocol::store_path::StorePath {
+    larder_protocol::store_path::StorePath::parse(store_path).unwrap_or_else(|e| panic!("{store_path:?} is no store path: {e}"))
+}
 
 /// Hex-free nix32 sha256 of bytes, as NAR URLs and narinfos name them.
 pub fn nix32_sha256(bytes: &[u8]) -> String {

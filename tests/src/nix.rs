@@ -136,6 +136,23 @@ impl Nix {
     pub fn fresh_store(&self, name: &str) -> PathBuf {
         self.root.join("stores").join(name)
     }
+
+    /// Substitutes `path` (and its closure) from the binary cache at `from_url` into the
+    /// fresh chroot store `store_name` with `nix copy --from`, signatures required and only
+    /// `trusted_keys` (space-separated) trusted. Returns the run, which may have failed,
+    /// and the store's root (the copy of `path` is at `root.join(path.trim_start_matches('/'))`).
+    pub async fn pull_verified(&self, from_url: &str, path: &str, trusted_keys: &str, store_name: &str) -> (NixRun, PathBuf) {
+        let store = self.fresh_store(store_name);
+        let to = format!("local?root={}", store.display());
+        let run = self.run("nix", &["copy", "--from", from_url, "--to", &to, path], &trusting(trusted_keys)).await;
+        (run, store)
+    }
+}
+
+/// Extra nix configuration that requires signatures and trusts only `trusted_keys`
+/// (space-separated public keys).
+pub fn trusting(trusted_keys: &str) -> String {
+    format!("require-sigs = true\ntrusted-public-keys = {trusted_keys}")
 }
 
 /// Asserts that a path substituted into `store_root` has exactly the original's contents.

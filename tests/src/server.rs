@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use larder_api::config::{Settings, StorageKind};
+use larder_api::config::{Settings, StorageSettings};
 use larder_api::domain::{CacheName, Permission, TokenId};
 use larder_api::services::Services;
 use larder_api::startup::Application;
@@ -47,24 +47,15 @@ impl TestServer {
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
         larder_api::telemetry::init();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            ..Settings::default()
-        };
+        let mut settings = Settings::in_data_dir(dir.path().join("data"));
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         let (database, bucket) = match backend {
             Backend::SqliteFs => (None, None),
             Backend::PostgresS3 => {
                 let database = TestDatabase::create().await;
                 let bucket = TestBucket::create().await;
                 settings.database_url = Some(database.url.clone());
-                settings.storage = StorageKind::S3;
-                settings.s3_endpoint = Some(bucket.env.endpoint.clone());
-                settings.s3_bucket = Some(bucket.name.clone());
-                settings.s3_region = Some(bucket.env.region.clone());
-                settings.s3_access_key_id = Some(bucket.env.access_key_id.clone());
-                settings.s3_secret_access_key = Some(bucket.env.secret_access_key.clone());
-                settings.s3_path_style = true;
+                settings.storage = StorageSettings::S3(bucket.s3_settings());
                 (Some(database), Some(bucket))
             }
         };
@@ -143,26 +134,21 @@ impl TestServer {
                 found.extend(bucket.pending_multipart_uploads().await.into_iter().map(|k| format!("multipart upload of {k}")));
                 found
             }
-            None => files_below(&self.settings.nar_dir()),
+            None => files_below(&self.nar_dir()),
         }
     }
 
     /// The environment that points a `larder-server` process at this server's data.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
-        let s = &self.settings;
-        let mut vars = vec![("LARDER_DATA_DIR", s.data_dir.display().to_string()), ("LARDER_DATABASE_URL", s.database_url())];
-        if s.storage == StorageKind::S3 {
-            vars.extend([
-                ("LARDER_STORAGE", "s3".to_owned()),
-                ("LARDER_S3_ENDPOINT", s.s3_endpoint.clone().unwrap_or_default()),
-                ("LARDER_S3_BUCKET", s.s3_bucket.clone().unwrap_or_default()),
-                ("LARDER_S3_REGION", s.s3_region.clone().unwrap_or_default()),
-                ("LARDER_S3_ACCESS_KEY_ID", s.s3_access_key_id.clone().unwrap_or_default()),
-                ("LARDER_S3_SECRET_ACCESS_KEY", s.s3_secret_access_key.clone().unwrap_or_default()),
-                ("LARDER_S3_PATH_STYLE", s.s3_path_style.to_string()),
-            ]);
+        self.settings.to_env()
+    }
+
+    /// Where this server keeps NARs on the filesystem backend.
+    pub fn nar_dir(&self) -> PathBuf {
+        match &self.settings.storage {
+            StorageSettings::Fs { dir } => dir.clone(),
+            StorageSettings::S3(_) => self.settings.data_dir.join("objects"),
         }
-        vars
     }
 
     /// Runs `larder-server <args>` against this server's data (as an operator would).

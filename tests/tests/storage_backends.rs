@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use larder_api::storage::{ByteRange, FsStorage, Object, S3Settings, S3Storage, Storage};
+use larder_api::storage::{ByteRange, FsStorage, Object, S3Storage, Storage};
 use larder_tests::backends::{files_below, TestBucket};
 
 const MIB: usize = 1024 * 1024;
@@ -32,15 +32,8 @@ async fn fs_backend() -> Backend {
 
 async fn s3_backend() -> Backend {
     let bucket = TestBucket::create().await;
-    let storage = S3Storage::new(S3Settings {
-        endpoint: Some(bucket.env.endpoint.clone()),
-        bucket: bucket.name.clone(),
-        region: bucket.env.region.clone(),
-        access_key_id: Some(bucket.env.access_key_id.clone()),
-        secret_access_key: Some(bucket.env.secret_access_key.clone()),
-        path_style: true,
-    })
-    .await
+    let storage = S3Storage::new(bucket.s3_settings())
+        .await
     .expect("creating S3Storage");
     Backend { storage: Box::new(storage), kind: Kind::S3(bucket) }
 }
@@ -79,7 +72,7 @@ async fn finish(backend: Backend, outcome: std::thread::Result<()>) {
 }
 
 /// Declares each test once per backend: `fs::<name>` and `s3::<name>`.
-macro_rules! on_both_backends {
+macro_rules! on_both_storage_backends {
     ($($name:ident),* $(,)?) => {
         mod fs {
             use futures_util::FutureExt;
@@ -108,7 +101,7 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(
+on_both_storage_backends!(
     upload_is_invisible_until_commit,
     abort_leaves_nothing,
     dropped_upload_leaves_nothing,
@@ -184,7 +177,7 @@ fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Tests (each runs on both backends, see `on_both_backends!`)
+// Tests (each runs on both backends, see `on_both_storage_backends!`)
 
 async fn upload_is_invisible_until_commit(b: &Backend) {
     let key = "nar/invisible.nar.zst";

@@ -116,7 +116,7 @@ impl Stream for BodyDeadline {
             Poll::Ready(other) => Poll::Ready(other),
             Poll::Pending => {
                 let deadline = this.deadline();
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.inner = Payload::None;

@@ -80,6 +80,7 @@ impl Services {
 
     /// Checks a username and password and opens a session (a token acting for the
     /// account). An unknown user and a wrong password answer alike, in similar time.
+    #[tracing::instrument(skip_all)]
     pub async fn log_in(&self, username: &str, password: &str, client: Option<IpAddr>) -> ServiceResult<CreatedToken> {
         if self.inner.login_limiter.throttled(username, client) {
             return Err(ServiceError::TooManyRequests {
@@ -119,6 +120,7 @@ impl Services {
     }
 
     /// Needs the current password too, so a stolen session cannot lock the owner out.
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id()))]
     pub async fn change_password(&self, principal: &Principal, current: &str, new: &str) -> ServiceResult<()> {
         principal.require_account_admin()?;
         let account = self.account(principal).await?;
@@ -134,6 +136,7 @@ impl Services {
     }
 
     /// Deletes the account with its caches and tokens. `confirm` must repeat the username.
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id()))]
     pub async fn delete_account(&self, principal: &Principal, confirm: &str) -> ServiceResult<()> {
         principal.require_account_admin()?;
         let account = self.account(principal).await?;

@@ -59,6 +59,7 @@ impl Services {
     }
 
     /// Creates a cache owned by the caller's account.
+    #[tracing::instrument(skip_all, fields(cache = %new.name))]
     pub async fn create_owned_cache(&self, principal: &Principal, new: NewOwnedCache) -> ServiceResult<Cache> {
         let account = principal.require_account_admin()?;
         let created = self.create_cache(&new.name, Some(account), new.public, new.priority, &new.description).await?;
@@ -76,6 +77,7 @@ impl Services {
     }
 
     /// The caches of the caller's account (a limited personal token sees only its caches).
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id()))]
     pub async fn my_caches(&self, principal: &Principal) -> ServiceResult<Vec<Cache>> {
         let account = principal.account()?;
         let caches = self.db().caches_of(account).await?;

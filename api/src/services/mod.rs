@@ -57,8 +57,12 @@ struct Inner {
 }
 
 impl Services {
-    pub fn new(db: Database, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> Self {
-        Self { inner: Arc::new(Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() }) }
+    /// Connects to the database (migrating it) and wires the use-cases to it.
+    pub async fn connect(database_url: &str, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> anyhow::Result<Self> {
+        let db = Database::connect(database_url).await?;
+        db.migrate().await?;
+        let inner = Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Only the services speak to the database (private: routes and the admin commands

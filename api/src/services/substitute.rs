@@ -17,6 +17,7 @@ pub struct NarDownload {
 
 impl Services {
     /// The narinfo of a published path, signed; `None` if this cache has no such path.
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, path = %hash))]
     pub async fn narinfo(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<String>> {
         let Some(path) = self.db().path(cache.id, hash).await? else {
             return Ok(None);
@@ -32,6 +33,7 @@ impl Services {
     /// A published NAR of this cache (never a pending upload, never another cache's).
     /// A pusher may also see its pending uploads (`include_pending`), so that `nix copy`
     /// skips re-sending them.
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, file_hash = %file_hash.to_nix32()))]
     pub async fn nar(&self, cache: &Cache, file_hash: &Sha256Hash, extension: &str, include_pending: bool) -> ServiceResult<Option<NarDownload>> {
         let nar = if include_pending {
             self.db().uploaded_nar(cache.id, file_hash).await?
@@ -52,6 +54,7 @@ impl Services {
     }
 
     /// The `.ls` listing of a published path's NAR (none if it was too large to keep).
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, path = %hash))]
     pub async fn listing(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<Object>> {
         let Some(path) = self.db().path(cache.id, hash).await? else {
             return Ok(None);
@@ -59,6 +62,7 @@ impl Services {
         Ok(self.storage().get(&path.nar.listing_key, None).await?)
     }
 
+    #[tracing::instrument(skip_all, fields(cache = %cache.name, drv))]
     pub async fn build_log(&self, cache: &Cache, drv: &str) -> ServiceResult<Option<Object>> {
         let Some(key) = self.db().build_log_key(cache.id, drv).await? else {
             return Ok(None);

@@ -37,6 +37,7 @@ pub enum TokenTarget {
 
 impl Services {
     /// Mints a token. The JWT carries its id and scope; the record makes it revocable.
+    #[tracing::instrument(skip_all)]
     pub async fn issue_token(
         &self,
         scope: TokenScope,
@@ -89,6 +90,7 @@ impl Services {
 
     /// Revokes a token the caller may see (see [`Services::my_tokens`]). Any other token
     /// answers as if it did not exist.
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id(), revoked = %id))]
     pub async fn revoke_own_token(&self, principal: &Principal, id: &TokenId) -> ServiceResult<()> {
         if !self.my_tokens(principal).await?.iter().any(|t| t.id == *id) {
             return Err(ServiceError::NotFound(format!("no token with id '{id}'")));
@@ -99,6 +101,7 @@ impl Services {
     /// Creates a token for the caller, never wider than the caller's own token: its caches
     /// within the caller's, its permission no higher, its expiry no later. (A login session
     /// acts as the account holder, who may create tokens that outlive the session.)
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id()))]
     pub async fn create_token_for(&self, principal: &Principal, request: TokenRequest) -> ServiceResult<CreatedToken> {
         let account = principal.require_token_manager()?;
         if !principal.permission().allows(request.permission) {
@@ -141,6 +144,7 @@ impl Services {
     /// personal token, every token of the account but its logins; for a token limited to
     /// some caches, the tokens of those caches and the personal tokens limited to (a
     /// non-empty subset of) them.
+    #[tracing::instrument(skip_all, fields(token = %principal.token_id()))]
     pub async fn my_tokens(&self, principal: &Principal) -> ServiceResult<Vec<Token>> {
         let account = principal.require_token_manager()?;
         let tokens = self.db().tokens_of(account).await?;

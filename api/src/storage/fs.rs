@@ -113,8 +113,8 @@ impl Storage for FsStorage {
             return Ok(None);
         }
         let total_size = meta.len();
-        let stream = match range {
-            None => ReaderStream::with_capacity(file, IO_BUFFER).boxed_stream(),
+        let stream: super::ByteStream = match range {
+            None => Box::pin(ReaderStream::with_capacity(file, IO_BUFFER)),
             Some(range) => {
                 if range.start > range.end || range.end >= total_size {
                     bail!(
@@ -126,7 +126,7 @@ impl Storage for FsStorage {
                 file.seek(io::SeekFrom::Start(range.start))
                     .await
                     .with_context(|| format!("seeking in object {key}"))?;
-                ReaderStream::with_capacity(file.take(range.len()), IO_BUFFER).boxed_stream()
+                Box::pin(ReaderStream::with_capacity(file.take(range.len()), IO_BUFFER))
             }
         };
         Ok(Some(Object { stream, total_size }))
@@ -184,17 +184,6 @@ impl Storage for FsStorage {
             }
         }
         Ok(removed)
-    }
-}
-
-/// Boxes a reader stream as our [`super::ByteStream`].
-trait BoxedStream {
-    fn boxed_stream(self) -> super::ByteStream;
-}
-
-impl<R: tokio::io::AsyncRead + Send + 'static> BoxedStream for ReaderStream<R> {
-    fn boxed_stream(self) -> super::ByteStream {
-        Box::pin(self)
     }
 }
 

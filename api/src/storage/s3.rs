@@ -5,7 +5,7 @@
 //! fill. S3 makes an object visible only when its PutObject or CompleteMultipartUpload
 //! succeeds, which gives the commit semantics of [`Upload`].
 
-use std::fmt;
+use secrecy::{ExposeSecret, SecretString};
 use std::io;
 
 use anyhow::{bail, Context};
@@ -26,7 +26,8 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's limit on the number of parts of one multipart upload.
 const MAX_PARTS: i32 = 10_000;
 
-#[derive(Clone)]
+/// `Debug` shows no secret: the key is a [`SecretString`].
+#[derive(Clone, Debug)]
 pub struct S3Settings {
     /// Custom endpoint URL for S3-compatible engines; `None` for AWS.
     pub endpoint: Option<String>,
@@ -35,25 +36,9 @@ pub struct S3Settings {
     /// Static credentials, used when both are set; otherwise the default AWS provider chain
     /// (environment, profile, web identity, ECS, IMDS).
     pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<SecretString>,
     /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted engines need.
     pub path_style: bool,
-}
-
-impl fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Settings")
-            .field("endpoint", &self.endpoint)
-            .field("bucket", &self.bucket)
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("path_style", &self.path_style)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +55,7 @@ impl S3Storage {
             (Some(id), Some(secret)) => {
                 loader = loader.credentials_provider(Credentials::new(
                     id.clone(),
-                    secret.clone(),
+                    secret.expose_secret().to_owned(),
                     None,
                     None,
                     "larder-settings",

@@ -326,7 +326,7 @@ fn sign_and_verify() {
 
 /// `n` distinct, valid store path base names.
 fn references(n: usize) -> String {
-    (0..n).map(|i| format!("{}-ref", crate::nix32::encode(&Sha256Hash::digest(&i.to_le_bytes()).0[..20]))).collect::<Vec<_>>().join(" ")
+    (0..n).map(|i| format!("{}-ref", nix32::encode(&Sha256Hash::digest(&i.to_le_bytes()).0[..20]))).collect::<Vec<_>>().join(" ")
 }
 
 #[test]

@@ -25,31 +25,26 @@ async fn private_cache_with_chain(server: &TestServer, name: &str) -> (Nix, Stri
     (nix, top, cache.public_key)
 }
 
-async fn pull(server: &TestServer, nix: &Nix, cache: &str, top: &str, key: &str, store: &str) -> larder_tests::NixRun {
-    let to = format!("local?root={}", nix.fresh_store(store).display());
-    let config = format!("require-sigs = true\ntrusted-public-keys = {key}");
-    nix.run("nix", &["copy", "--from", &server.cache_url(cache), "--to", &to, top], &config).await
-}
-
 async fn private_cache_reads_need_a_read_token(server: &TestServer) {
     let (nix, top, key) = private_cache_with_chain(server, "secret").await;
 
+    let url = server.cache_url("secret");
     nix.use_token(None);
-    let anonymous = pull(server, &nix, "secret", &top, &key, "anonymous").await;
+    let (anonymous, store) = nix.pull_verified(&url, &top, &key, "anonymous").await;
     assert!(!anonymous.success, "an anonymous client got a private path");
-    assert!(!nix.fresh_store("anonymous").join(top.trim_start_matches('/')).exists());
+    assert!(!store.join(top.trim_start_matches('/')).exists());
 
     let (_, read) = server.token("secret", Permission::Read).await;
     nix.use_token(Some(&read));
-    pull(server, &nix, "secret", &top, &key, "with-token").await.expect_success("pull with a read token in netrc");
-    let store = nix.fresh_store("with-token");
+    let (run, store) = nix.pull_verified(&url, &top, &key, "with-token").await;
+    run.expect_success("pull with a read token in netrc");
     assert_same_tree(top.as_ref(), &store.join(top.trim_start_matches('/')));
 
     // A token of another cache opens nothing here.
     server.create_cache("other", false).await;
     let (_, other) = server.token("other", Permission::Admin).await;
     nix.use_token(Some(&other));
-    assert!(!pull(server, &nix, "secret", &top, &key, "other-token").await.success);
+    assert!(!nix.pull_verified(&url, &top, &key, "other-token").await.0.success);
 }
 
 async fn read_token_cannot_push(server: &TestServer) {
@@ -74,10 +69,11 @@ async fn read_token_cannot_push(server: &TestServer) {
 async fn revoked_token_is_refused(server: &TestServer) {
     let (nix, top, key) = private_cache_with_chain(server, "revoke").await;
     let (id, read) = server.token("revoke", Permission::Read).await;
+    let url = server.cache_url("revoke");
     nix.use_token(Some(&read));
-    pull(server, &nix, "revoke", &top, &key, "before").await.expect_success("pull before revocation");
+    nix.pull_verified(&url, &top, &key, "before").await.0.expect_success("pull before revocation");
     server.revoke_token(&id).await;
-    assert!(!pull(server, &nix, "revoke", &top, &key, "after").await.success, "a revoked token still reads");
+    assert!(!nix.pull_verified(&url, &top, &key, "after").await.0.success, "a revoked token still reads");
 
     let (write_id, write) = server.token("revoke", Permission::Write).await;
     server.revoke_token(&write_id).await;
@@ -98,10 +94,11 @@ async fn wrong_trusted_key_refuses_substitution(server: &TestServer) {
     // Same key name, another key: nix must refuse the paths as unsigned.
     let impostor = larder_protocol::signing::SecretKey::generate("signed-1").unwrap().public_key().to_nix_string();
     assert_ne!(impostor, cache.public_key);
-    let refused = pull(server, &nix, "signed", &top, &impostor, "impostor").await;
+    let url = server.cache_url("signed");
+    let (refused, _) = nix.pull_verified(&url, &top, &impostor, "impostor").await;
     assert!(!refused.success, "nix accepted paths under the wrong key");
     assert!(refused.stderr.contains("lacks a valid signature"), "{}", refused.stderr);
-    pull(server, &nix, "signed", &top, &cache.public_key, "right-key").await.expect_success("pull with the cache's key");
+    nix.pull_verified(&url, &top, &cache.public_key, "right-key").await.0.expect_success("pull with the cache's key");
 }
 
 async fn unknown_and_private_caches_look_alike_to_nix(server: &TestServer) {

@@ -31,12 +31,9 @@ async fn sign_up_push_and_substitute_privately_through_the_api(server: &TestServ
 
     let (read_id, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read", "expires_in": 86400})).await;
     nix.use_token(Some(&read));
-    let config = format!("require-sigs = true\ntrusted-public-keys = {public_key}");
-    let store = nix.fresh_store("teammate");
-    let to = format!("local?root={}", store.display());
-    nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config)
-        .await
-        .expect_success("substitute with only a read token in netrc");
+    let url = server.cache_url("alice-private");
+    let (run, store) = nix.pull_verified(&url, &top, &public_key, "teammate").await;
+    run.expect_success("substitute with only a read token in netrc");
     assert_same_tree(top.as_ref(), &store.join(top.trim_start_matches('/')));
 
     let (_, tokens) = alice.get("/tokens").await;
@@ -46,17 +43,13 @@ async fn sign_up_push_and_substitute_privately_through_the_api(server: &TestServ
 
     let (status, _) = alice.delete(&format!("/tokens/{read_id}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let to = format!("local?root={}", nix.fresh_store("after-revoke").display());
-    let refused = nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config).await;
+    let (refused, _) = nix.pull_verified(&url, &top, &public_key, "after-revoke").await;
     assert!(!refused.success, "a revoked read token still substitutes");
 
     // A personal token acts on all of the account's caches.
     let (_, personal) = alice.token(json!({"kind": "personal", "permission": "read"})).await;
     nix.use_token(Some(&personal));
-    let to = format!("local?root={}", nix.fresh_store("personal").display());
-    nix.run("nix", &["copy", "--from", &server.cache_url("alice-private"), "--to", &to, &top], &config)
-        .await
-        .expect_success("substitute with a personal read token");
+    nix.pull_verified(&url, &top, &public_key, "personal").await.0.expect_success("substitute with a personal read token");
 }
 
 async fn accounts_cannot_see_or_touch_each_others_caches(server: &TestServer) {
@@ -128,13 +121,10 @@ async fn bad_account_input_is_refused_with_stable_codes(server: &TestServer) {
         let (got, error) = anonymous.post("/accounts", body.clone()).await;
         assert_eq!((got, error["error"].as_str()), (status, Some(code)), "{body}: {error}");
     }
-    let raw = |body: &'static str, content_type: &'static str| {
-        server.http.post(format!("{}/api/v1/accounts", server.base_url)).header("content-type", content_type).body(body).send()
-    };
     for (body, content_type) in [("{not json", "application/json"), (r#"{"username":"bob"}"#, "text/plain")] {
-        let response = raw(body, content_type).await.unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let error: Value = response.json().await.unwrap();
+        let (status, text) = anonymous.call_raw(reqwest::Method::POST, "/accounts", Some(body.as_bytes().to_vec()), content_type).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(error["error"], "bad_request", "{error}");
     }
     assert_eq!(server.count_rows("accounts").await, accounts_before, "nothing written");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use larder_api::domain::Permission;
 use larder_tests::raw_http::{raw_exchange, RawResponse};
-use larder_tests::{nix32_sha256, on_both_backends, Nix, TestServer};
+use larder_tests::{hash_part, nix32_sha256, on_both_backends, store_path_of, Nix, Settings, TestServer};
 use reqwest::{Method, StatusCode};
 
 on_both_backends!(
@@ -27,44 +27,17 @@ on_both_backends!(
     unknown_and_private_caches_answer_alike,
     uploads_without_write_access_are_refused,
     repeated_uploads_are_idempotent,
+    oversized_bodies_are_refused with small_limits,
 );
 
-/// Body-size limits need their own server settings, so these run outside `on_both_backends!`
-/// (which always starts a default server), with the same clean-up guarantees as `run_on`.
-mod limited {
-    use larder_tests::{Backend, TestServer};
+/// Small enough that a real NAR of a few KiB and a padded narinfo exceed them.
+const MAX_NAR_SIZE: u64 = 1024;
+const MAX_SMALL_UPLOAD: u64 = 1024;
 
-    /// Small enough that a real NAR of a few KiB and a padded narinfo exceed them.
-    pub const MAX_NAR_SIZE: u64 = 1024;
-    pub const MAX_SMALL_UPLOAD: u64 = 1024;
-
-    async fn run_limited(backend: Backend) {
-        use futures_util::FutureExt;
-        let server = TestServer::start_with(backend, |s| {
-            s.max_nar_size = MAX_NAR_SIZE;
-            s.max_small_upload = MAX_SMALL_UPLOAD;
-        })
-        .await;
-        let outcome = std::panic::AssertUnwindSafe(super::oversized_bodies_are_refused(&server)).catch_unwind().await;
-        server.stop().await;
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    mod sqlite_fs {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn oversized_bodies_are_refused() {
-            super::run_limited(super::Backend::SqliteFs).await;
-        }
-    }
-
-    mod postgres_s3 {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn oversized_bodies_are_refused() {
-            super::run_limited(super::Backend::PostgresS3).await;
-        }
-    }
+/// Body-size limits of the server of `oversized_bodies_are_refused`.
+fn small_limits(settings: &mut Settings) {
+    settings.max_nar_size = MAX_NAR_SIZE;
+    settings.max_small_upload = MAX_SMALL_UPLOAD;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -260,12 +233,18 @@ impl RealPath {
         Self { nix, store_path: top, nar }
     }
 
-    fn hash_part(&self) -> &str {
+    fn hash_part(&self) -> String {
         hash_part(&self.store_path)
     }
 
-    fn base_name(&self) -> &str {
-        self.store_path.trim_start_matches("/nix/store/")
+    /// `<hash>-<name>`
+    fn base_name(&self) -> String {
+        store_path_of(&self.store_path).base_name()
+    }
+
+    /// The name after the hash.
+    fn name(&self) -> String {
+        store_path_of(&self.store_path).name().to_owned()
     }
 
     /// `<filehash>.nar`, the file under `nar/`.
@@ -281,10 +260,6 @@ impl RealPath {
     fn narinfo(&self, references: &str) -> String {
         narinfo_text(&self.store_path, &self.nar, references)
     }
-}
-
-fn hash_part(store_path: &str) -> &str {
-    &store_path.trim_start_matches("/nix/store/")[..32]
 }
 
 fn nar_file(nar: &[u8]) -> String {
@@ -471,9 +446,11 @@ async fn narinfo_with_a_missing_reference_is_rejected(server: &TestServer) {
     // A real dependency, built but not pushed, is just as missing.
     let closure = path.nix.closure(&path.store_path).await;
     let dependency = closure.iter().find(|p| **p != path.store_path).expect("the chain has dependencies");
-    let dependency = dependency.trim_start_matches("/nix/store/");
+    let dependency = store_path_of(dependency).base_name();
+    let dependency = dependency.as_str();
     // The self-reference is allowed and must not count as missing.
-    let mut references = [made_up.as_str(), dependency, path.base_name()];
+    let base_name = path.base_name();
+    let mut references = [made_up.as_str(), dependency, base_name.as_str()];
     references.sort();
     let narinfo = path.narinfo(&references.join(" "));
     let response = put(server, &cache.name, &path.narinfo_file(), Auth::Bearer(&token), narinfo).await;
@@ -485,7 +462,7 @@ async fn narinfo_with_a_missing_reference_is_rejected(server: &TestServer) {
     assert_eq!(response.status(), StatusCode::NOT_FOUND, "GET of the refused narinfo");
 
     // With only the self-reference it commits.
-    let response = put(server, &cache.name, &path.narinfo_file(), Auth::Bearer(&token), path.narinfo(path.base_name())).await;
+    let response = put(server, &cache.name, &path.narinfo_file(), Auth::Bearer(&token), path.narinfo(&path.base_name())).await;
     expect_status(response, StatusCode::OK, "narinfo with only a self-reference").await;
 }
 
@@ -568,7 +545,7 @@ async fn malformed_narinfos_are_rejected(server: &TestServer) {
     let before = stored(server).await;
 
     let good = path.narinfo("");
-    let name = &path.base_name()[33..];
+    let name = path.name();
     let e_hash = format!("e{}", &path.hash_part()[1..]);
     let other_hash = made_up_hash("some other path");
     let own = path.narinfo_file();
@@ -666,9 +643,9 @@ async fn invalid_nars_are_rejected(server: &TestServer) {
 async fn oversized_bodies_are_refused(server: &TestServer) {
     let cache = server.create_cache("team", true).await;
     let (_, token) = server.token(&cache.name, Permission::Write).await;
-    let big = file_nar(server, "big", 4 * limited::MAX_NAR_SIZE as usize).await;
+    let big = file_nar(server, "big", 4 * MAX_NAR_SIZE as usize).await;
     let small = file_nar(server, "small", 100).await;
-    assert!(big.len() as u64 > limited::MAX_NAR_SIZE && (small.len() as u64) < limited::MAX_NAR_SIZE);
+    assert!(big.len() as u64 > MAX_NAR_SIZE && (small.len() as u64) < MAX_NAR_SIZE);
     let before = stored(server).await;
 
     let big_url = format!("nar/{}", nar_file(&big));
@@ -684,7 +661,7 @@ async fn oversized_bodies_are_refused(server: &TestServer) {
     // A narinfo padded (with a key nix ignores) past max_small_upload.
     let store_path = format!("/nix/store/{}-small", made_up_hash("small"));
     let narinfo = narinfo_text(&store_path, &small, "");
-    let padded = format!("{narinfo}X-Padding: {}\n", "p".repeat(2 * limited::MAX_SMALL_UPLOAD as usize));
+    let padded = format!("{narinfo}X-Padding: {}\n", "p".repeat(2 * MAX_SMALL_UPLOAD as usize));
     let narinfo_file = format!("{}.narinfo", hash_part(&store_path));
     let response = put(server, &cache.name, &narinfo_file, Auth::Bearer(&token), padded.clone()).await;
     expect_refusal(response, StatusCode::PAYLOAD_TOO_LARGE, "narinfo over max_small_upload, with Content-Length").await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use larder_api::auth::{Claims, TokenKeys};
 use larder_api::domain::Permission;
 use larder_api::domain::{AccountId, CacheLimit, CacheName, TokenScope};
-use larder_tests::{on_both_backends, Nix, TestServer};
+use larder_tests::{hash_part, on_both_backends, Api, Nix, TestServer};
 use reqwest::{Method, StatusCode};
 
 on_both_backends!(every_route_for_every_caller);
@@ -91,7 +91,7 @@ async fn every_route_for_every_caller(server: &TestServer) {
     let top = nix.build_chain().await;
     nix.use_token(Some(&write));
     nix.run("nix", &["copy", "--to", &format!("{}?compression=none", server.cache_url("target")), &top], "").await.expect_success("push");
-    let hash = top["/nix/store/".len()..][..32].to_owned();
+    let hash = hash_part(&top);
     let narinfo = server.http.get(format!("{}/{hash}.narinfo", server.cache_url("target"))).bearer_auth(&write).send().await.unwrap();
     let narinfo_text = narinfo.text().await.unwrap();
     let nar_url = narinfo_text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap().to_owned();
@@ -207,16 +207,22 @@ async fn callers(server: &TestServer, mallory_id: AccountId) -> Vec<(Caller, Opt
     ]
 }
 
-/// Sends a request as nix would (Basic, any login) on the binary cache, Bearer on the API.
+/// Sends a request: through [`Api`] (Bearer, a JSON body sent as it is) for `/api/v1/…`,
+/// as nix would (Basic, any login) on the binary cache.
 async fn send(server: &TestServer, method: Method, path: &str, body: Option<Vec<u8>>, token: Option<&str>) -> (StatusCode, String) {
+    if let Some(api_path) = path.strip_prefix("/api/v1").filter(|rest| rest.starts_with('/')) {
+        let api = Api::anonymous(server);
+        let api = match token {
+            Some(token) => api.with(token),
+            None => api,
+        };
+        return api.call_raw(method, api_path, body, "application/json").await;
+    }
     let mut request = server.http.request(method, format!("{}{path}", server.base_url));
     if let Some(token) = token {
-        request = if path.starts_with("/api/") { request.bearer_auth(token) } else { request.basic_auth("nix", Some(token)) };
+        request = request.basic_auth("nix", Some(token));
     }
     if let Some(body) = body {
-        if path.starts_with("/api/") {
-            request = request.header("content-type", "application/json");
-        }
         request = request.body(body);
     }
     let response = request.send().await.expect("request");

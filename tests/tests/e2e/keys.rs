@@ -4,8 +4,8 @@
 //! switching between the two.
 
 use larder_api::domain::Permission;
-use larder_tests::{on_both_backends, Nix, TestServer};
-use reqwest::StatusCode;
+use larder_tests::{hash_part, on_both_backends, Api, Nix, TestServer};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 on_both_backends!(
@@ -25,15 +25,16 @@ async fn rotation_keeps_every_client_working_until_retirement(server: &TestServe
     nix.run("nix", &["copy", "--to", &server.cache_url("rotating"), &top], "").await.expect_success("push");
     nix.use_token(None);
 
-    let keys_url = format!("{}/api/v1/caches/rotating/keys", server.base_url);
-    let added = server.http.post(&keys_url).bearer_auth(&admin).send().await.unwrap();
-    assert_eq!(added.status(), StatusCode::CREATED);
-    let added: Value = added.json().await.unwrap();
+    let anonymous = Api::anonymous(server);
+    let admin_api = anonymous.with(&admin);
+    let keys = "/caches/rotating/keys";
+    let (status, added) = admin_api.call(Method::POST, keys, None).await;
+    assert_eq!(status, StatusCode::CREATED);
     assert_eq!(added["name"], "rotating-2");
     let new_key = added["public_key"].as_str().unwrap().to_owned();
 
     // Existing paths are re-signed in the background: wait (bounded) for both signatures.
-    let hash = &top["/nix/store/".len()..][..32];
+    let hash = hash_part(&top);
     let narinfo_url = format!("{}/{hash}.narinfo", server.cache_url("rotating"));
     let mut sigs = 0;
     for _ in 0..100 {
@@ -46,46 +47,43 @@ async fn rotation_keeps_every_client_working_until_retirement(server: &TestServe
     }
     assert_eq!(sigs, 2, "existing paths carry both signatures during the overlap");
 
-    let pull = |trusted: String, store: &'static str| {
-        let to = format!("local?root={}", nix.fresh_store(store).display());
-        let config = format!("require-sigs = true\ntrusted-public-keys = {trusted}");
-        let from = server.cache_url("rotating");
-        let top = top.clone();
-        let nix = &nix;
-        async move { nix.run("nix", &["copy", "--from", &from, "--to", &to, &top], &config).await }
-    };
-    pull(old.public_key.clone(), "old").await.expect_success("client trusting only the old key, during the overlap");
-    pull(new_key.clone(), "new").await.expect_success("client trusting only the new key, during the overlap");
-    pull(format!("{} {new_key}", old.public_key), "both").await.expect_success("client trusting both keys");
+    let url = server.cache_url("rotating");
+    nix.pull_verified(&url, &top, &old.public_key, "old").await.0.expect_success("client trusting only the old key, during the overlap");
+    nix.pull_verified(&url, &top, &new_key, "new").await.0.expect_success("client trusting only the new key, during the overlap");
+    let both = format!("{} {new_key}", old.public_key);
+    nix.pull_verified(&url, &top, &both, "both").await.0.expect_success("client trusting both keys");
 
     // The keys as the API lists them; the last active key cannot be retired.
-    let retire = |name: &str| server.http.delete(format!("{keys_url}/{name}")).bearer_auth(&admin).send();
-    assert_eq!(retire("rotating-1").await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_eq!(retire("rotating-2").await.unwrap().status(), StatusCode::CONFLICT, "the last active key stays");
-    assert_eq!(retire("rotating-9").await.unwrap().status(), StatusCode::NOT_FOUND);
-    let listed: Value = server.http.get(&keys_url).send().await.unwrap().json().await.unwrap();
+    let retire = |name: &str| {
+        let (admin_api, path) = (&admin_api, format!("{keys}/{name}"));
+        async move { admin_api.delete(&path, None).await.0 }
+    };
+    assert_eq!(retire("rotating-1").await, StatusCode::NO_CONTENT);
+    assert_eq!(retire("rotating-2").await, StatusCode::CONFLICT, "the last active key stays");
+    assert_eq!(retire("rotating-9").await, StatusCode::NOT_FOUND);
+    let (_, listed) = anonymous.get(keys).await;
     assert_eq!(listed[0]["active"], false);
     assert_eq!(listed[1]["active"], true);
-    let info: Value = server.http.get(format!("{}/api/v1/caches/rotating", server.base_url)).send().await.unwrap().json().await.unwrap();
+    let (_, info) = anonymous.get("/caches/rotating").await;
     assert_eq!(info["public_keys"], serde_json::json!([new_key]));
 
     let text = server.http.get(&narinfo_url).send().await.unwrap().text().await.unwrap();
     assert!(!text.contains("Sig: rotating-1:") && text.contains("Sig: rotating-2:"), "{text}");
-    assert!(!pull(old.public_key.clone(), "old-after").await.success, "the retired key still vouches for paths");
-    pull(new_key.clone(), "new-after").await.expect_success("client trusting the new key after retirement");
+    assert!(!nix.pull_verified(&url, &top, &old.public_key, "old-after").await.0.success, "the retired key still vouches for paths");
+    nix.pull_verified(&url, &top, &new_key, "new-after").await.0.expect_success("client trusting the new key after retirement");
 
     // A new push after the rotation is signed by the new key only.
     let other = nix.build_chain().await;
     nix.use_token(Some(&write));
     nix.run("nix", &["copy", "--to", &server.cache_url("rotating"), &other], "").await.expect_success("push after rotation");
-    let other_hash = &other["/nix/store/".len()..][..32];
+    let other_hash = hash_part(&other);
     let text = server.http.get(format!("{}/{other_hash}.narinfo", server.cache_url("rotating"))).send().await.unwrap().text().await.unwrap();
     assert_eq!(text.lines().filter(|l| l.starts_with("Sig: ")).collect::<Vec<_>>().len(), 1, "{text}");
     assert!(text.contains("Sig: rotating-2:"));
 
     // Only an admin of the cache rotates.
-    assert_eq!(server.http.post(&keys_url).bearer_auth(&write).send().await.unwrap().status(), StatusCode::FORBIDDEN);
-    assert_eq!(server.http.post(&keys_url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.with(&write).call(Method::POST, keys, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(anonymous.call(Method::POST, keys, None).await.0, StatusCode::UNAUTHORIZED);
 }
 
 
@@ -108,18 +106,18 @@ async fn client_held_keys_sign_every_push(server: &TestServer) {
     server.create_cache("own-keys", true).await;
     let (_, admin) = server.token("own-keys", Permission::Admin).await;
     let (_, write) = server.token("own-keys", Permission::Write).await;
-    let api = |path: &str| format!("{}/api/v1/caches/own-keys{path}", server.base_url);
-    let mode = server.http.put(api("/signing-mode")).bearer_auth(&admin).json(&serde_json::json!({"mode": "client"})).send().await.unwrap();
-    assert_eq!(mode.status(), StatusCode::OK);
+    let admin_api = Api::anonymous(server).with(&admin);
+    let (status, _) = admin_api.put("/caches/own-keys/signing-mode", serde_json::json!({"mode": "client"})).await;
+    assert_eq!(status, StatusCode::OK);
 
     let nix = Nix::new(server.dir.path());
     let (secret, public) = nix_key(&nix, server.dir.path(), "own-keys-ci-1").await;
     let (stranger_secret, _) = nix_key(&nix, server.dir.path(), "stranger-1").await;
-    let registered = server.http.post(api("/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": public})).send().await.unwrap();
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let bad = server.http.post(api("/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": "nonsense"})).send().await.unwrap();
-    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(server.http.post(api("/keys")).bearer_auth(&admin).send().await.unwrap().status(), StatusCode::CONFLICT, "no server keys here");
+    let (status, _) = admin_api.post("/caches/own-keys/public-keys", serde_json::json!({"public_key": public})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = admin_api.post("/caches/own-keys/public-keys", serde_json::json!({"public_key": "nonsense"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(admin_api.call(Method::POST, "/caches/own-keys/keys", None).await.0, StatusCode::CONFLICT, "no server keys here");
 
     let top = nix.build_chain().await;
     nix.use_token(Some(&write));
@@ -133,15 +131,12 @@ async fn client_held_keys_sign_every_push(server: &TestServer) {
     nix.run("nix", &["copy", "--to", &format!("{url}?secret-key={}", secret.display()), &top], "").await.expect_success("signed push");
 
     // Served: exactly the client's signature, the one nix made (ed25519 is deterministic).
-    let hash = &top["/nix/store/".len()..][..32];
+    let hash = hash_part(&top);
     let text = server.http.get(format!("{url}/{hash}.narinfo")).send().await.unwrap().text().await.unwrap();
     let info = larder_protocol::narinfo::NarInfo::parse(&text).unwrap();
     let ours = larder_protocol::signing::SecretKey::parse(&std::fs::read_to_string(&secret).unwrap()).unwrap();
     assert_eq!(info.sigs, vec![ours.sign(info.fingerprint().as_bytes())]);
-    let to = format!("local?root={}", nix.fresh_store("client-held").display());
-    nix.run("nix", &["copy", "--from", &url, "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {public}"))
-        .await
-        .expect_success("substitute with the client's public key");
+    nix.pull_verified(&url, &top, &public, "client-held").await.0.expect_success("substitute with the client's public key");
 }
 
 async fn switching_modes_is_explicit(server: &TestServer) {
@@ -153,27 +148,28 @@ async fn switching_modes_is_explicit(server: &TestServer) {
     nix.use_token(Some(&write));
     nix.run("nix", &["copy", "--to", &server.cache_url("switching"), &top], "").await.expect_success("push");
     let paths = server.count_rows("paths").await;
-    let set = |body: Value| server.http.put(format!("{}/api/v1/caches/switching/signing-mode", server.base_url)).bearer_auth(&admin).json(&body).send();
+    let anonymous = Api::anonymous(server);
+    let admin_api = anonymous.with(&admin);
+    let set = |body: Value| admin_api.put("/caches/switching/signing-mode", body);
 
     // Server → client with paths: refused unless they are dropped.
-    let refused = set(serde_json::json!({"mode": "client"})).await.unwrap();
-    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let (status, _) = set(serde_json::json!({"mode": "client"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(server.count_rows("paths").await, paths, "nothing changed");
-    assert_eq!(set(serde_json::json!({"mode": "client", "drop_paths": true})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(set(serde_json::json!({"mode": "client", "drop_paths": true})).await.0, StatusCode::OK);
     assert_eq!(server.count_rows("paths").await, 0);
-    let hash = &top["/nix/store/".len()..][..32];
+    let hash = hash_part(&top);
     let narinfo = format!("{}/{hash}.narinfo", server.cache_url("switching"));
     assert_eq!(server.http.get(&narinfo).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     // Client → server: a fresh server key; pushes are signed by the server again.
     let (secret, public) = nix_key(&nix, server.dir.path(), "switching-own-1").await;
-    let keys = format!("{}/api/v1/caches/switching", server.base_url);
-    server.http.post(format!("{keys}/public-keys")).bearer_auth(&admin).json(&serde_json::json!({"public_key": public})).send().await.unwrap();
+    admin_api.post("/caches/switching/public-keys", serde_json::json!({"public_key": public})).await;
     nix.run("nix", &["copy", "--to", &format!("{}?secret-key={}", server.cache_url("switching"), secret.display()), &top], "")
         .await
         .expect_success("signed push in client mode");
-    assert_eq!(set(serde_json::json!({"mode": "server"})).await.unwrap().status(), StatusCode::OK);
-    let info: Value = server.http.get(&keys).send().await.unwrap().json().await.unwrap();
+    assert_eq!(set(serde_json::json!({"mode": "server"})).await.0, StatusCode::OK);
+    let (_, info) = anonymous.get("/caches/switching").await;
     let server_key = info["public_keys"][0].as_str().unwrap().to_owned();
     assert_eq!(info["public_keys"].as_array().unwrap().len(), 1);
     assert!(server_key.starts_with("switching-2:") && server_key != cache.public_key, "{server_key}");
@@ -186,9 +182,9 @@ async fn switching_modes_is_explicit(server: &TestServer) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(text.contains("Sig: switching-2:") && !text.contains("Sig: switching-own-1:"), "{text}");
-    let to = format!("local?root={}", nix.fresh_store("back-to-server").display());
-    nix.run("nix", &["copy", "--from", &server.cache_url("switching"), "--to", &to, &top], &format!("require-sigs = true\ntrusted-public-keys = {server_key}"))
+    nix.pull_verified(&server.cache_url("switching"), &top, &server_key, "back-to-server")
         .await
+        .0
         .expect_success("substitute after switching back to server-held keys");
 }
 
@@ -202,16 +198,12 @@ async fn no_secret_is_stored_in_clear(server: &TestServer) {
     let (_, admin) = server.token("secrets", Permission::Admin).await;
     let (_, read) = server.token("secrets", Permission::Read).await;
     let imported = larder_protocol::signing::SecretKey::generate("secrets-imported-1").unwrap();
-    let response = server
-        .http
-        .post(format!("{}/api/v1/caches/secrets/secret-key", server.base_url))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"secret_key": imported.to_nix_string()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    assert!(!response.text().await.unwrap().contains(&imported.to_nix_string()[19..]), "the API echoes no secret");
+    let (status, text) = Api::anonymous(server)
+        .with(&admin)
+        .call_text(Method::POST, "/caches/secrets/secret-key", Some(serde_json::json!({"secret_key": imported.to_nix_string()})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(!text.contains(&imported.to_nix_string()[19..]), "the API echoes no secret");
 
     // Open the sealed keys the way the server does, to know what must not appear.
     let master = larder_api::config::load_or_create_secret(None, &server.data_dir().join("master.key"), "master key").unwrap();

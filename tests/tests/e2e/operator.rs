@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use larder_tests::{on_both_backends, server_binary, TestServer};
+use larder_tests::{on_both_backends, server_binary, Api, TestServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 on_both_backends!(admin_commands_act_on_the_running_server, readiness_follows_the_backends,);
@@ -30,9 +30,8 @@ async fn admin_commands_act_on_the_running_server(server: &TestServer) {
     assert_eq!(info.text().await.unwrap(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
 
     // The key printed by the CLI is the one the API announces.
-    let api = server.http.get(format!("{}/api/v1/caches/ops-made", server.base_url)).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(api.status(), 200);
-    let api: serde_json::Value = api.json().await.unwrap();
+    let (status, api) = Api::anonymous(server).with(&token).get("/caches/ops-made").await;
+    assert_eq!(status, 200);
     assert_eq!(api["public_keys"], serde_json::json!([public_key]));
     assert_eq!(api["public"], false);
 
@@ -59,7 +58,7 @@ async fn readiness_follows_the_backends(server: &TestServer) {
     match server.bucket() {
         Some(bucket) => bucket.remove().await,
         None => {
-            let objects = server.settings.nar_dir();
+            let objects = server.nar_dir();
             std::fs::remove_dir_all(&objects).unwrap();
             std::fs::write(&objects, b"not a directory").unwrap();
         }

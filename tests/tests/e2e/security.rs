@@ -9,7 +9,7 @@ use larder_protocol::hash::Sha256Hash;
 use larder_protocol::nar::writer::{write_string, Node};
 use larder_protocol::nix32;
 use larder_tests::raw_http::slow_exchange;
-use larder_tests::{nix32_sha256, on_both_backends, Api, Settings, TestServer};
+use larder_tests::{hash_part, nix32_sha256, on_both_backends, store_path_of, Api, Settings, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -199,10 +199,6 @@ fn store_path(seed: &str, name: &str) -> String {
     format!("/nix/store/{}-{name}", nix32::encode(&digest.0[..20]))
 }
 
-fn hash_part(store_path: &str) -> &str {
-    &store_path["/nix/store/".len()..][..32]
-}
-
 /// A narinfo for an uncompressed NAR, with the given references (base names).
 fn narinfo(store_path: &str, nar: &[u8], references: &[String]) -> String {
     let hash = nix32_sha256(nar);
@@ -255,7 +251,7 @@ async fn huge_reference_lists_are_refused_without_stalling_the_server(server: &T
     assert_eq!(status, StatusCode::OK, "{body}");
     let path = store_path("refs", "many-refs");
     let references = |n: usize| -> Vec<String> {
-        (0..n).map(|i| store_path(&format!("missing-{i}"), "dep")["/nix/store/".len()..].to_owned()).collect()
+        (0..n).map(|i| store_path_of(&store_path(&format!("missing-{i}"), "dep")).base_name()).collect()
     };
 
     // The most references a narinfo may have, none of them in the cache: refused at once,
@@ -378,7 +374,7 @@ async fn a_listing_bomb_keeps_memory_bounded(server: &TestServer) {
     // The NAR itself is fine: its path can be published, and has no listing.
     let path = store_path("bomb", "many-files");
     let hash = nix32_sha256(&compressed);
-    let summary = larder_protocol::hash::Sha256Hash::digest(&nar).to_nix32();
+    let summary = Sha256Hash::digest(&nar).to_nix32();
     let text = format!(
         "StorePath: {path}\nURL: {file}\nCompression: zstd\nFileHash: sha256:{hash}\nFileSize: {}\nNarHash: sha256:{summary}\nNarSize: {}\nReferences: \n",
         compressed.len(),
@@ -555,7 +551,7 @@ async fn leftovers_of_interrupted_uploads_are_removed_at_start(server: &TestServ
         // the storage test `stale_uploads_are_removed` covers that backend directly.
         return;
     }
-    let tmp = server.settings.nar_dir().join(".tmp");
+    let tmp = server.nar_dir().join(".tmp");
     let stale = tmp.join("crashed.part");
     let fresh = tmp.join("in-flight.part");
     std::fs::write(&stale, vec![0u8; 4096]).unwrap();

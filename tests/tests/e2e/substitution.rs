@@ -2,7 +2,7 @@
 //! signatures required, and compare contents.
 
 use larder_api::domain::Permission;
-use larder_tests::{assert_same_tree, on_both_backends, Nix, TestServer};
+use larder_tests::{assert_same_tree, hash_part, on_both_backends, store_path_of, trusting, Nix, TestServer};
 
 on_both_backends!(
     push_zstd_and_substitute_with_nix_copy,
@@ -22,10 +22,6 @@ async fn push(server: &TestServer, nix: &Nix, cache: &str, top: &str, params: &s
     nix.use_token(None);
 }
 
-fn trusting(public_key: &str) -> String {
-    format!("require-sigs = true\ntrusted-public-keys = {public_key}")
-}
-
 async fn push_zstd_and_substitute_with_nix_copy(server: &TestServer) {
     let cache = server.create_cache("team", true).await;
     let nix = Nix::new(server.dir.path());
@@ -35,11 +31,8 @@ async fn push_zstd_and_substitute_with_nix_copy(server: &TestServer) {
     push(server, &nix, &cache.name, &top, "compression=zstd").await;
     assert_eq!(server.count_rows("paths").await, closure.len() as i64);
 
-    let store = nix.fresh_store("pulled");
-    let to = format!("local?root={}", store.display());
-    nix.run("nix", &["copy", "--from", &server.cache_url(&cache.name), "--to", &to, &top], &trusting(&cache.public_key))
-        .await
-        .expect_success("nix copy --from (anonymous, public cache)");
+    let (run, store) = nix.pull_verified(&server.cache_url(&cache.name), &top, &cache.public_key, "pulled").await;
+    run.expect_success("nix copy --from (anonymous, public cache)");
     for path in &closure {
         assert_same_tree(path.as_ref(), &store.join(path.trim_start_matches('/')));
     }
@@ -66,7 +59,7 @@ async fn push_uncompressed_with_listing_and_read_it_back(server: &TestServer) {
     let top = nix.build_chain().await;
     push(server, &nix, &cache.name, &top, "compression=none&write-nar-listing=true").await;
 
-    let hash = &top["/nix/store/".len()..][..32];
+    let hash = hash_part(&top);
     let narinfo = server.http.get(format!("{}/{hash}.narinfo", server.cache_url(&cache.name))).send().await.unwrap();
     assert_eq!(narinfo.status(), 200);
     assert_eq!(narinfo.headers()["content-type"], "text/x-nix-narinfo");
@@ -129,7 +122,8 @@ async fn build_logs_round_trip(server: &TestServer) {
     nix.run("nix", &["store", "copy-log", "--to", &server.cache_url(&cache.name), &top], "").await.expect_success("nix store copy-log");
     nix.use_token(None);
     let log = nix.run("nix", &["log", "--store", &server.cache_url(&cache.name), &top], "").await.expect_success("nix log");
-    let name = &top["/nix/store/".len() + 33..];
+    let top_path = store_path_of(&top);
+    let name = top_path.name();
     assert!(log.stdout.contains(&format!("building {name}")), "the log of {top} is not what the build printed: {log:?}");
 }
 
@@ -140,14 +134,11 @@ async fn other_compressions_round_trip(server: &TestServer) {
     for compression in ["bzip2", "br", "gzip"] {
         let cache = server.create_cache(&format!("c-{compression}"), true).await;
         push(server, &nix, &cache.name, &top, &format!("compression={compression}")).await;
-        let hash = &top["/nix/store/".len()..][..32];
+        let hash = hash_part(&top);
         let narinfo = server.http.get(format!("{}/{hash}.narinfo", server.cache_url(&cache.name))).send().await.unwrap();
         assert!(narinfo.text().await.unwrap().contains(&format!("Compression: {compression}\n")));
-        let store = nix.fresh_store(compression);
-        let to = format!("local?root={}", store.display());
-        nix.run("nix", &["copy", "--from", &server.cache_url(&cache.name), "--to", &to, &top], &trusting(&cache.public_key))
-            .await
-            .expect_success(&format!("pull of a {compression} push"));
+        let (run, store) = nix.pull_verified(&server.cache_url(&cache.name), &top, &cache.public_key, compression).await;
+        run.expect_success(&format!("pull of a {compression} push"));
         assert_same_tree(top.as_ref(), &store.join(top.trim_start_matches('/')));
     }
 }
