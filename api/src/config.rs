@@ -231,10 +231,7 @@ impl Settings {
     /// The settings as `LARDER_*` variables, secrets included: what a `larder-server`
     /// process needs to serve the same data (tests, scripts).
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
-        let mut vars = vec![
-            ("LARDER_DATA_DIR", self.data_dir.display().to_string()),
-            ("LARDER_DATABASE_URL", self.database_url()),
-        ];
+        let mut vars = vec![("LARDER_DATA_DIR", self.data_dir.display().to_string()), ("LARDER_DATABASE_URL", self.database_url())];
         if let StorageSettings::S3(s3) = &self.storage {
             vars.extend([
                 ("LARDER_STORAGE", "s3".to_owned()),

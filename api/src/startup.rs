@@ -34,17 +34,13 @@ impl PublicUrl {
 /// Connects everything a server or an admin command needs, failing early (at boot, not on
 /// the first request) when the database, the storage or a secret is unusable.
 pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
     let storage: Arc<dyn Storage> = match &settings.storage {
         StorageSettings::S3(s3) => Arc::new(S3Storage::new(s3.clone()).await?),
         StorageSettings::Fs { dir } => Arc::new(FsStorage::new(dir.clone()).await?),
     };
-    let master_key = load_or_create_secret(
-        settings.master_key.as_ref(),
-        &settings.data_dir.join("master.key"),
-        "master_key (LARDER_MASTER_KEY)",
-    )?;
+    let master_key =
+        load_or_create_secret(settings.master_key.as_ref(), &settings.data_dir.join("master.key"), "master_key (LARDER_MASTER_KEY)")?;
     let token_secret = load_or_create_secret(
         settings.token_secret.as_ref(),
         &settings.data_dir.join("token-secret.key"),
@@ -78,10 +74,8 @@ impl Application {
         let public_url = PublicUrl(settings.public_url.clone());
         let data = web::Data::new(services.clone());
         let base_domain = settings.base_domain.clone().map(|d| d.to_ascii_lowercase());
-        let body_timeouts = crate::routes::BodyTimeouts {
-            stall: Duration::from_secs(settings.body_timeout_secs),
-            min_rate: settings.min_body_rate,
-        };
+        let body_timeouts =
+            crate::routes::BodyTimeouts { stall: Duration::from_secs(settings.body_timeout_secs), min_rate: settings.min_body_rate };
         let server = HttpServer::new(move || {
             let base_domain = base_domain.clone();
             App::new()

@@ -21,16 +21,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    pub const ALL: [Compression; 8] = [
-        Self::None,
-        Self::Xz,
-        Self::Bzip2,
-        Self::Zstd,
-        Self::Lzip,
-        Self::Lz4,
-        Self::Br,
-        Self::Gzip,
-    ];
+    pub const ALL: [Compression; 8] = [Self::None, Self::Xz, Self::Bzip2, Self::Zstd, Self::Lzip, Self::Lz4, Self::Br, Self::Gzip];
 
     /// Parses the exact name nix uses. An empty or absent `Compression:`
     /// field means bzip2 to nix, but that is decided by the narinfo parser,
@@ -80,23 +71,13 @@ const EXTENSIONS: [&str; 7] = ["", ".xz", ".bz2", ".zst", ".lzip", ".lz4", ".br"
 /// nix itself writes are accepted; the extension says nothing reliable about
 /// the compression (see the module docs).
 pub fn parse_nar_file_name(s: &str) -> Result<(Sha256Hash, &str), Error> {
-    let err = |reason: &str| Error::NarFileName {
-        input: excerpt(s),
-        reason: reason.to_string(),
-    };
-    let (hash, rest) = s
-        .split_once('.')
-        .ok_or_else(|| err("expected '<hash>.nar[.ext]'"))?;
-    let ext = rest
-        .strip_prefix("nar")
-        .ok_or_else(|| err("expected '<hash>.nar[.ext]'"))?;
+    let err = |reason: &str| Error::NarFileName { input: excerpt(s), reason: reason.to_string() };
+    let (hash, rest) = s.split_once('.').ok_or_else(|| err("expected '<hash>.nar[.ext]'"))?;
+    let ext = rest.strip_prefix("nar").ok_or_else(|| err("expected '<hash>.nar[.ext]'"))?;
     if !EXTENSIONS.contains(&ext) {
         return Err(err("unknown extension after '.nar'"));
     }
-    let hash = Sha256Hash::from_nix32(hash).map_err(|e| Error::NarFileName {
-        input: excerpt(s),
-        reason: e.to_string(),
-    })?;
+    let hash = Sha256Hash::from_nix32(hash).map_err(|e| Error::NarFileName { input: excerpt(s), reason: e.to_string() })?;
     Ok((hash, ext))
 }
 

@@ -36,10 +36,7 @@ impl Sha256Hash {
     /// `sha256-<base64>`. Unlike nix's command line, a bare hash is rejected,
     /// because nix rejects it in narinfo files too.
     pub fn parse_typed(s: &str) -> Result<Self, Error> {
-        let err = |reason: String| Error::Hash {
-            input: excerpt(s),
-            reason,
-        };
+        let err = |reason: String| Error::Hash { input: excerpt(s), reason };
         // Nix looks for ':' first and only then for an SRI '-'.
         if let Some((algo, rest)) = s.split_once(':') {
             if algo != "sha256" {
@@ -58,10 +55,7 @@ impl Sha256Hash {
                 return Err(err(format!("unsupported hash type '{}'", excerpt(algo))));
             }
             if rest.len() != BASE64_LEN {
-                return Err(err(format!(
-                    "an SRI sha256 digest has {BASE64_LEN} base64 characters, not {}",
-                    rest.len()
-                )));
+                return Err(err(format!("an SRI sha256 digest has {BASE64_LEN} base64 characters, not {}", rest.len())));
             }
             Self::from_base64(rest).map_err(err)
         } else {
@@ -74,17 +68,11 @@ impl Sha256Hash {
         if s.len() != NIX32_LEN {
             return Err(Error::Hash {
                 input: excerpt(s),
-                reason: format!(
-                    "a nix32 sha256 digest has {NIX32_LEN} characters, not {}",
-                    s.len()
-                ),
+                reason: format!("a nix32 sha256 digest has {NIX32_LEN} characters, not {}", s.len()),
             });
         }
         let bytes = nix32::decode(s)?;
-        to_array(&bytes).map(Self).map_err(|reason| Error::Hash {
-            input: excerpt(s),
-            reason,
-        })
+        to_array(&bytes).map(Self).map_err(|reason| Error::Hash { input: excerpt(s), reason })
     }
 
     /// Bare nix32, as used in NAR file names.
@@ -114,17 +102,13 @@ impl Sha256Hash {
     }
 
     fn from_base64(s: &str) -> Result<Self, String> {
-        let bytes = STANDARD
-            .decode(s)
-            .map_err(|e| format!("invalid base64: {e}"))?;
+        let bytes = STANDARD.decode(s).map_err(|e| format!("invalid base64: {e}"))?;
         to_array(&bytes).map(Self)
     }
 }
 
 fn to_array(bytes: &[u8]) -> Result<[u8; SIZE], String> {
-    bytes
-        .try_into()
-        .map_err(|_| format!("a sha256 digest is {SIZE} bytes, not {}", bytes.len()))
+    bytes.try_into().map_err(|_| format!("a sha256 digest is {SIZE} bytes, not {}", bytes.len()))
 }
 
 /// Displays as `sha256:<nix32>`, the canonical form.
@@ -182,20 +166,11 @@ mod tests {
         assert_eq!(h.to_sri(), HELLO_NAR_SRI);
         assert_eq!(h.to_typed_nix32(), HELLO_NAR_HASH);
         assert_eq!(h.to_string(), HELLO_NAR_HASH);
-        assert_eq!(
-            Sha256Hash::parse_typed(&format!("sha256:{HELLO_NAR_HEX}")).unwrap(),
-            h
-        );
-        assert_eq!(
-            Sha256Hash::parse_typed(&format!("sha256:{}", HELLO_NAR_HEX.to_uppercase())).unwrap(),
-            h
-        );
+        assert_eq!(Sha256Hash::parse_typed(&format!("sha256:{HELLO_NAR_HEX}")).unwrap(), h);
+        assert_eq!(Sha256Hash::parse_typed(&format!("sha256:{}", HELLO_NAR_HEX.to_uppercase())).unwrap(), h);
         assert_eq!(Sha256Hash::parse_typed(HELLO_NAR_SRI).unwrap(), h);
         let b64 = HELLO_NAR_SRI.strip_prefix("sha256-").unwrap();
-        assert_eq!(
-            Sha256Hash::parse_typed(&format!("sha256:{b64}")).unwrap(),
-            h
-        );
+        assert_eq!(Sha256Hash::parse_typed(&format!("sha256:{b64}")).unwrap(), h);
         assert_eq!(Sha256Hash::from_nix32(&h.to_nix32()).unwrap(), h);
         assert_eq!(HELLO_NAR_HASH.parse::<Sha256Hash>().unwrap(), h);
     }
@@ -227,9 +202,7 @@ mod tests {
         assert!(Sha256Hash::parse_typed(&format!("sha256:{}", "g".repeat(64))).is_err());
         assert!(Sha256Hash::parse_typed(&format!("sha256-{}", "!".repeat(44))).is_err());
         // SRI with a length that is not 44.
-        assert!(
-            Sha256Hash::parse_typed("sha256-NMo6xjCU0dV1H3QRAWkqePle7fEHRLCIEp/DJN/Q9gM").is_err()
-        );
+        assert!(Sha256Hash::parse_typed("sha256-NMo6xjCU0dV1H3QRAWkqePle7fEHRLCIEp/DJN/Q9gM").is_err());
         assert!(Sha256Hash::from_nix32("abc").is_err());
     }
 
@@ -241,9 +214,6 @@ mod tests {
             hasher.update(chunk);
         }
         assert_eq!(hasher.finish(), Sha256Hash::digest(data));
-        assert_eq!(
-            Sha256Hash::digest(b"").to_nix32(),
-            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
-        );
+        assert_eq!(Sha256Hash::digest(b"").to_nix32(), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
     }
 }

@@ -23,9 +23,7 @@ pub fn encode(bytes: &[u8]) -> String {
         let b = n * 5;
         let (i, j) = (b / 8, b % 8);
         let low = u16::from(bytes[i]) >> j;
-        let high = bytes
-            .get(i + 1)
-            .map_or(0, |&next| u16::from(next) << (8 - j));
+        let high = bytes.get(i + 1).map_or(0, |&next| u16::from(next) << (8 - j));
         out.push(char::from(ALPHABET[usize::from((low | high) & 31)]));
     }
     out
@@ -43,20 +41,12 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Error> {
     let chars = s.as_bytes();
     let byte_len = chars.len() * 5 / 8;
     if encoded_len(byte_len) != chars.len() {
-        return Err(Error::Nix32(format!(
-            "length {} is not the encoding of any byte length",
-            chars.len()
-        )));
+        return Err(Error::Nix32(format!("length {} is not the encoding of any byte length", chars.len())));
     }
     let mut out = vec![0u8; byte_len];
     for (n, &c) in chars.iter().rev().enumerate() {
-        let digit = digit_value(c).ok_or_else(|| {
-            Error::Nix32(format!(
-                "invalid character '{}' in '{}'",
-                char::from(c).escape_default(),
-                excerpt(s)
-            ))
-        })?;
+        let digit = digit_value(c)
+            .ok_or_else(|| Error::Nix32(format!("invalid character '{}' in '{}'", char::from(c).escape_default(), excerpt(s))))?;
         let b = n * 5;
         let (i, j) = (b / 8, b % 8);
         let digit = u16::from(digit);
@@ -65,10 +55,7 @@ pub fn decode(s: &str) -> Result<Vec<u8>, Error> {
         if i + 1 < byte_len {
             out[i + 1] |= carry;
         } else if carry != 0 {
-            return Err(Error::Nix32(format!(
-                "'{}' has non-zero bits beyond the last byte",
-                excerpt(s)
-            )));
+            return Err(Error::Nix32(format!("'{}' has non-zero bits beyond the last byte", excerpt(s))));
         }
     }
     Ok(out)
@@ -90,12 +77,8 @@ mod tests {
     #[test]
     fn known_vectors() {
         // sha256("") as printed by `nix hash to-base32`.
-        let empty = hex::decode("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-            .unwrap();
-        assert_eq!(
-            encode(&empty),
-            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
-        );
+        let empty = hex::decode("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").unwrap();
+        assert_eq!(encode(&empty), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
         // 16 bytes 00..0f, checked with `nix hash to-base32 --type md5`.
         let ramp: Vec<u8> = (0..16).collect();
         assert_eq!(encode(&ramp), "0g1q6hq2qa1440f1h50h1h4080");

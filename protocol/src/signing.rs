@@ -19,29 +19,15 @@ use crate::error::{excerpt, Error};
 
 /// Splits `name:base64` and decodes the base64 part into exactly `N` bytes.
 /// `make_err` builds the error variant for the kind of value being parsed.
-fn parse_named<const N: usize>(
-    s: &str,
-    what: &str,
-    make_err: fn(String) -> Error,
-) -> Result<(String, [u8; N]), Error> {
+fn parse_named<const N: usize>(s: &str, what: &str, make_err: fn(String) -> Error) -> Result<(String, [u8; N]), Error> {
     let s = s.trim();
-    let (name, data) = s
-        .split_once(':')
-        .ok_or_else(|| make_err(format!("{what} must be 'name:base64'")))?;
+    let (name, data) = s.split_once(':').ok_or_else(|| make_err(format!("{what} must be 'name:base64'")))?;
     check_key_name(name).map_err(make_err)?;
-    let bytes = STANDARD.decode(data).map_err(|e| {
-        make_err(format!(
-            "{what} '{}' has invalid base64: {e}",
-            excerpt(name)
-        ))
-    })?;
-    let bytes: [u8; N] = bytes.as_slice().try_into().map_err(|_| {
-        make_err(format!(
-            "{what} '{}' must decode to {N} bytes, not {}",
-            excerpt(name),
-            bytes.len()
-        ))
-    })?;
+    let bytes = STANDARD.decode(data).map_err(|e| make_err(format!("{what} '{}' has invalid base64: {e}", excerpt(name))))?;
+    let bytes: [u8; N] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| make_err(format!("{what} '{}' must decode to {N} bytes, not {}", excerpt(name), bytes.len())))?;
     Ok((name.to_string(), bytes))
 }
 
@@ -52,15 +38,8 @@ fn check_key_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("key name is empty".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == ':' || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "key name '{}' contains '{}'",
-            excerpt(name),
-            c.escape_default()
-        ));
+    if let Some(c) = name.chars().find(|c| *c == ':' || c.is_whitespace() || c.is_control()) {
+        return Err(format!("key name '{}' contains '{}'", excerpt(name), c.escape_default()));
     }
     Ok(())
 }
@@ -83,26 +62,16 @@ impl SecretKey {
     /// A fresh key from the operating system's random source.
     pub fn generate(name: &str) -> Result<Self, Error> {
         check_key_name(name).map_err(Error::Key)?;
-        Ok(Self {
-            name: name.to_string(),
-            key: SigningKey::generate(&mut OsRng),
-        })
+        Ok(Self { name: name.to_string(), key: SigningKey::generate(&mut OsRng) })
     }
 
     /// Rebuilds a key from [`SecretKey::to_keypair_bytes`], e.g. after
     /// decrypting it from storage.
     pub fn from_keypair_bytes(name: &str, bytes: &[u8; 64]) -> Result<Self, Error> {
         check_key_name(name).map_err(Error::Key)?;
-        let key = SigningKey::from_keypair_bytes(bytes).map_err(|_| {
-            Error::Key(format!(
-                "secret key '{}': public half does not match the seed",
-                excerpt(name)
-            ))
-        })?;
-        Ok(Self {
-            name: name.to_string(),
-            key,
-        })
+        let key = SigningKey::from_keypair_bytes(bytes)
+            .map_err(|_| Error::Key(format!("secret key '{}': public half does not match the seed", excerpt(name))))?;
+        Ok(Self { name: name.to_string(), key })
     }
 
     /// `seed || public`, the 64 bytes inside the nix key file.
@@ -115,19 +84,13 @@ impl SecretKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
     }
 
     /// Signs `msg` (for a narinfo: its fingerprint). Ed25519 is
     /// deterministic, so this equals what nix would produce.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        Signature {
-            key_name: self.name.clone(),
-            bytes: self.key.sign(msg).to_bytes(),
-        }
+        Signature { key_name: self.name.clone(), bytes: self.key.sign(msg).to_bytes() }
     }
 
     /// The nix secret key file contents, without a trailing newline.
@@ -140,10 +103,7 @@ impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretKey")
             .field("name", &self.name)
-            .field(
-                "public_key",
-                &STANDARD.encode(self.key.verifying_key().as_bytes()),
-            )
+            .field("public_key", &STANDARD.encode(self.key.verifying_key().as_bytes()))
             .finish_non_exhaustive()
     }
 }
@@ -166,12 +126,8 @@ impl PublicKey {
     /// Parses `name:base64(32 bytes)`; the bytes must be a valid curve point.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let (name, bytes) = parse_named::<32>(s, "public key", Error::Key)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-            Error::Key(format!(
-                "public key '{}' is not a valid ed25519 point",
-                excerpt(&name)
-            ))
-        })?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| Error::Key(format!("public key '{}' is not a valid ed25519 point", excerpt(&name))))?;
         Ok(Self { name, key })
     }
 
@@ -299,11 +255,7 @@ mod tests {
         let sig = sk.sign(b"m");
         let renamed = Signature::parse(&format!("b:{}", STANDARD.encode(sig.to_bytes()))).unwrap();
         assert!(!sk.public_key().verify(b"m", &renamed));
-        let other_pk = PublicKey::parse(&format!(
-            "b:{}",
-            STANDARD.encode(sk.public_key().key.as_bytes())
-        ))
-        .unwrap();
+        let other_pk = PublicKey::parse(&format!("b:{}", STANDARD.encode(sk.public_key().key.as_bytes()))).unwrap();
         assert!(!other_pk.verify(b"m", &sig));
         assert!(other_pk.verify(b"m", &renamed));
     }

@@ -26,21 +26,12 @@ pub struct StorePathHash(String);
 impl StorePathHash {
     /// Accepts exactly 32 characters of the nix32 alphabet (no `e o u t`).
     pub fn parse(s: &str) -> Result<Self, Error> {
-        let err = |reason: String| Error::StorePath {
-            input: excerpt(s),
-            reason,
-        };
+        let err = |reason: String| Error::StorePath { input: excerpt(s), reason };
         if s.len() != HASH_LEN {
-            return Err(err(format!(
-                "hash part must be {HASH_LEN} characters, not {}",
-                s.len()
-            )));
+            return Err(err(format!("hash part must be {HASH_LEN} characters, not {}", s.len())));
         }
         if let Some(c) = s.chars().find(|c| !is_nix32_char(*c)) {
-            return Err(err(format!(
-                "hash part contains '{}', which is not a nix32 digit",
-                c.escape_default()
-            )));
+            return Err(err(format!("hash part contains '{}', which is not a nix32 digit", c.escape_default())));
         }
         Ok(Self(s.to_string()))
     }
@@ -90,15 +81,9 @@ impl StorePath {
         let base = absolute
             .strip_prefix(STORE_DIR)
             .and_then(|rest| rest.strip_prefix('/'))
-            .ok_or_else(|| Error::StorePath {
-                input: excerpt(absolute),
-                reason: format!("not in {STORE_DIR}"),
-            })?;
+            .ok_or_else(|| Error::StorePath { input: excerpt(absolute), reason: format!("not in {STORE_DIR}") })?;
         Self::from_base_name(base).map_err(|e| match e {
-            Error::StorePath { reason, .. } => Error::StorePath {
-                input: excerpt(absolute),
-                reason,
-            },
+            Error::StorePath { reason, .. } => Error::StorePath { input: excerpt(absolute), reason },
             other => other,
         })
     }
@@ -110,28 +95,18 @@ impl StorePath {
     /// skips whatever character is there), and the name may not start with
     /// `.` (later nix versions reject such names; nix 2.8 accepted them).
     pub fn from_base_name(base: &str) -> Result<Self, Error> {
-        let err = |reason: String| Error::StorePath {
-            input: excerpt(base),
-            reason,
-        };
+        let err = |reason: String| Error::StorePath { input: excerpt(base), reason };
         if base.len() < HASH_LEN + 2 {
             return Err(err("too short to be a store path".into()));
         }
-        let (hash, rest) = base
-            .split_at_checked(HASH_LEN)
-            .ok_or_else(|| err("hash part must be ASCII".into()))?;
+        let (hash, rest) = base.split_at_checked(HASH_LEN).ok_or_else(|| err("hash part must be ASCII".into()))?;
         let hash = StorePathHash::parse(hash).map_err(|e| match e {
             Error::StorePath { reason, .. } => err(reason),
             other => other,
         })?;
-        let name = rest
-            .strip_prefix('-')
-            .ok_or_else(|| err(format!("expected '-' after the {HASH_LEN}-character hash")))?;
+        let name = rest.strip_prefix('-').ok_or_else(|| err(format!("expected '-' after the {HASH_LEN}-character hash")))?;
         check_name(name).map_err(err)?;
-        Ok(Self {
-            hash,
-            name: name.to_string(),
-        })
+        Ok(Self { hash, name: name.to_string() })
     }
 
     pub fn hash(&self) -> &StorePathHash {
@@ -164,19 +139,13 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err("name is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "name is {} characters long, more than {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(format!("name is {} characters long, more than {MAX_NAME_LEN}", name.len()));
     }
     if name.starts_with('.') {
         return Err("name starts with '.'".into());
     }
     if let Some(c) = name.chars().find(|c| !is_name_char(*c)) {
-        return Err(format!(
-            "name contains illegal character '{}'",
-            c.escape_default()
-        ));
+        return Err(format!("name contains illegal character '{}'", c.escape_default()));
     }
     Ok(())
 }
@@ -211,10 +180,7 @@ mod tests {
         assert_eq!(p.hash().as_str(), HASH);
         assert_eq!(p.name(), "pkg");
         assert_eq!(p.base_name(), "7isza30lf8nmh888vlbr001s5r63llif-pkg");
-        assert_eq!(
-            p.to_absolute(),
-            "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg"
-        );
+        assert_eq!(p.to_absolute(), "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg");
         assert_eq!(p.to_string(), p.to_absolute());
         assert_eq!(StorePath::from_base_name(&p.base_name()).unwrap(), p);
     }
@@ -234,10 +200,7 @@ mod tests {
             let mut hash: String = HASH[..31].to_string();
             hash.push(c);
             assert!(StorePathHash::parse(&hash).is_err(), "{hash}");
-            assert!(
-                StorePath::from_base_name(&format!("{hash}-x")).is_err(),
-                "{hash}"
-            );
+            assert!(StorePath::from_base_name(&format!("{hash}-x")).is_err(), "{hash}");
         }
         assert!(StorePathHash::parse(&HASH[..31]).is_err());
         assert!(StorePathHash::parse(&format!("{HASH}0")).is_err());
@@ -247,20 +210,7 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         let too_long = "a".repeat(MAX_NAME_LEN + 1);
-        for name in [
-            "",
-            ".hidden",
-            ".",
-            "..",
-            "a b",
-            "a/b",
-            "a:b",
-            "caf\u{e9}",
-            "a\r",
-            "a\n",
-            "a*",
-            &too_long,
-        ] {
+        for name in ["", ".hidden", ".", "..", "a b", "a/b", "a:b", "caf\u{e9}", "a\r", "a\n", "a*", &too_long] {
             let base = format!("{HASH}-{name}");
             assert!(StorePath::from_base_name(&base).is_err(), "{name:?}");
         }

@@ -33,11 +33,7 @@ fn narinfos(cache: &str) -> Vec<(String, String)> {
         })
         .collect();
     out.sort();
-    assert!(
-        out.len() >= MIN_PATHS,
-        "only {} narinfos in {cache}",
-        out.len()
-    );
+    assert!(out.len() >= MIN_PATHS, "only {} narinfos in {cache}", out.len());
     out
 }
 
@@ -52,11 +48,7 @@ fn every_narinfo_renders_back_byte_identically() {
             let info = NarInfo::parse(&text).unwrap_or_else(|e| panic!("{cache}/{stem}: {e}"));
             assert_eq!(info.render(), text, "{cache}/{stem}");
             assert_eq!(info.store_path.hash().as_str(), stem);
-            let expected = if cache == "cache-none" {
-                Compression::None
-            } else {
-                Compression::Xz
-            };
+            let expected = if cache == "cache-none" { Compression::None } else { Compression::Xz };
             assert_eq!(info.compression, expected);
         }
     }
@@ -64,35 +56,14 @@ fn every_narinfo_renders_back_byte_identically() {
 
 #[test]
 fn fixtures_cover_the_interesting_cases() {
-    let infos: Vec<NarInfo> = narinfos("cache-none")
-        .iter()
-        .map(|(_, t)| NarInfo::parse(t).unwrap())
-        .collect();
+    let infos: Vec<NarInfo> = narinfos("cache-none").iter().map(|(_, t)| NarInfo::parse(t).unwrap()).collect();
     assert!(infos.iter().any(|i| i.deriver.is_some()), "a built path");
-    assert!(
-        infos.iter().any(|i| i.references.contains(&i.store_path)),
-        "a self-reference"
-    );
-    assert!(
-        infos.iter().any(|i| i.references.is_empty()),
-        "no references"
-    );
-    assert!(
-        infos.iter().any(|i| i.references.len() > 2),
-        "many references"
-    );
-    let ca = |prefix: &str| {
-        infos
-            .iter()
-            .any(|i| i.ca.as_deref().is_some_and(|c| c.starts_with(prefix)))
-    };
+    assert!(infos.iter().any(|i| i.references.contains(&i.store_path)), "a self-reference");
+    assert!(infos.iter().any(|i| i.references.is_empty()), "no references");
+    assert!(infos.iter().any(|i| i.references.len() > 2), "many references");
+    let ca = |prefix: &str| infos.iter().any(|i| i.ca.as_deref().is_some_and(|c| c.starts_with(prefix)));
     assert!(ca("fixed:r:sha256:") && ca("text:sha256:"));
-    assert!(
-        infos
-            .iter()
-            .any(|i| i.store_path.name().contains('+') && i.store_path.name().contains('?')),
-        "punctuation in a name"
-    );
+    assert!(infos.iter().any(|i| i.store_path.name().contains('+') && i.store_path.name().contains('?')), "punctuation in a name");
 }
 
 #[test]
@@ -117,10 +88,7 @@ fn nix_signatures_verify_with_our_code() {
             let info = NarInfo::parse(&text).unwrap();
             assert_eq!(info.sigs.len(), 1, "{stem}");
             let sig = info.sigs[0].clone();
-            assert!(
-                public.verify(info.fingerprint().as_bytes(), &sig),
-                "{cache}/{stem}"
-            );
+            assert!(public.verify(info.fingerprint().as_bytes(), &sig), "{cache}/{stem}");
             assert!(info.is_signed_by(&public));
             // Any change to a signed field breaks it.
             let mut tampered = info.clone();
@@ -163,8 +131,7 @@ fn compressed_and_uncompressed_narinfos_agree() {
         for info in [&a, &b] {
             let file_hash = info.file_hash.unwrap();
             assert_eq!(nar_url(&file_hash, info.compression), info.url);
-            let (parsed, ext) =
-                parse_nar_file_name(info.url.strip_prefix("nar/").unwrap()).unwrap();
+            let (parsed, ext) = parse_nar_file_name(info.url.strip_prefix("nar/").unwrap()).unwrap();
             assert_eq!(parsed, file_hash);
             assert_eq!(ext, info.compression.extension());
         }
@@ -187,11 +154,7 @@ fn nar_parser_reproduces_hash_size_and_listing() {
         assert_eq!(summary.nar_hash, info.nar_hash, "{stem}");
         assert_eq!(summary.nar_size, info.nar_size, "{stem}");
         let ls = fs::read(dir.join(format!("{stem}.ls"))).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(summary.listing.as_deref().unwrap_or_default()),
-            String::from_utf8_lossy(&ls),
-            "{stem}"
-        );
+        assert_eq!(String::from_utf8_lossy(summary.listing.as_deref().unwrap_or_default()), String::from_utf8_lossy(&ls), "{stem}");
         assert_eq!(summary.listing.as_deref(), Some(&ls[..]), "{stem}");
 
         let mut bytewise = NarParser::new();

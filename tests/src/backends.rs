@@ -53,9 +53,12 @@ impl TestBucket {
             .load()
             .await;
         let client = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(true).build());
-        client.create_bucket().bucket(&name).send().await.unwrap_or_else(|e| {
-            panic!("creating bucket {name} at {}: {}", env.endpoint, aws_sdk_s3::error::DisplayErrorContext(&e))
-        });
+        client
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating bucket {name} at {}: {}", env.endpoint, aws_sdk_s3::error::DisplayErrorContext(&e)));
         Self { env, client, name }
     }
 

@@ -166,6 +166,7 @@ pub fn assert_same_tree(original: &Path, copy: &Path) {
         original.display(),
         String::from_utf8_lossy(&output.stdout)
     );
-    let mode = |p: &Path| std::fs::symlink_metadata(p.join("bin/run")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111);
+    let mode =
+        |p: &Path| std::fs::symlink_metadata(p.join("bin/run")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111);
     assert_eq!(mode(original).ok(), mode(copy).ok(), "executable bits differ");
 }

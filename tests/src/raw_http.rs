@@ -54,15 +54,9 @@ pub fn parse_raw_response(bytes: &[u8]) -> Option<RawResponse> {
     let raw_body = &bytes[split + 4..];
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|line| line.split_once(':')).map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
     let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked { dechunk(raw_body) } else { raw_body.to_vec() };
     Some(RawResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
@@ -83,7 +77,6 @@ fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
     }
     out
 }
-
 
 /// How a slow request ended.
 #[derive(Debug)]

@@ -32,9 +32,7 @@ async fn fs_backend() -> Backend {
 
 async fn s3_backend() -> Backend {
     let bucket = TestBucket::create().await;
-    let storage = S3Storage::new(bucket.s3_settings())
-        .await
-    .expect("creating S3Storage");
+    let storage = S3Storage::new(bucket.s3_settings()).await.expect("creating S3Storage");
     Backend { storage: Box::new(storage), kind: Kind::S3(bucket) }
 }
 
@@ -154,16 +152,9 @@ async fn get_all(backend: &Backend, key: &str) -> Option<Vec<u8>> {
 }
 
 async fn upload_chunks(backend: &Backend, key: &str, chunks: &[&[u8]]) -> u64 {
-    let mut upload = backend
-        .storage
-        .begin_upload(key)
-        .await
-        .expect("begin_upload");
+    let mut upload = backend.storage.begin_upload(key).await.expect("begin_upload");
     for chunk in chunks {
-        upload
-            .write(Bytes::copy_from_slice(chunk))
-            .await
-            .expect("write");
+        upload.write(Bytes::copy_from_slice(chunk)).await.expect("write");
     }
     upload.commit().await.expect("commit")
 }
@@ -183,32 +174,15 @@ async fn upload_is_invisible_until_commit(b: &Backend) {
     let key = "nar/invisible.nar.zst";
     let data = pseudo_random(100_000, 1);
     let mut upload = b.storage.begin_upload(key).await.unwrap();
-    upload
-        .write(Bytes::copy_from_slice(&data[..50_000]))
-        .await
-        .unwrap();
-    upload
-        .write(Bytes::copy_from_slice(&data[50_000..]))
-        .await
-        .unwrap();
+    upload.write(Bytes::copy_from_slice(&data[..50_000])).await.unwrap();
+    upload.write(Bytes::copy_from_slice(&data[50_000..])).await.unwrap();
 
-    assert!(
-        b.storage.get(key, None).await.unwrap().is_none(),
-        "visible before commit"
-    );
-    assert_eq!(
-        b.storage.size(key).await.unwrap(),
-        None,
-        "sized before commit"
-    );
+    assert!(b.storage.get(key, None).await.unwrap().is_none(), "visible before commit");
+    assert_eq!(b.storage.size(key).await.unwrap(), None, "sized before commit");
 
     assert_eq!(upload.commit().await.unwrap(), data.len() as u64);
     assert_eq!(b.storage.size(key).await.unwrap(), Some(data.len() as u64));
-    assert_same(
-        &get_all(b, key).await.expect("visible after commit"),
-        &data,
-        key,
-    );
+    assert_same(&get_all(b, key).await.expect("visible after commit"), &data, key);
 }
 
 async fn abort_leaves_nothing(b: &Backend) {
@@ -220,48 +194,23 @@ async fn abort_leaves_nothing(b: &Backend) {
     // Large enough that S3 has started a multipart upload and sent parts.
     let mut large = b.storage.begin_upload("nar/large.nar").await.unwrap();
     for i in 0..10 {
-        large
-            .write(Bytes::from(pseudo_random(MIB, i)))
-            .await
-            .unwrap();
+        large.write(Bytes::from(pseudo_random(MIB, i))).await.unwrap();
     }
     large.abort().await.unwrap();
 
-    assert!(b
-        .storage
-        .get("nar/small.nar", None)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(b
-        .storage
-        .get("nar/large.nar", None)
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        b.leftovers().await,
-        Vec::<String>::new(),
-        "left behind by aborts"
-    );
+    assert!(b.storage.get("nar/small.nar", None).await.unwrap().is_none());
+    assert!(b.storage.get("nar/large.nar", None).await.unwrap().is_none());
+    assert_eq!(b.leftovers().await, Vec::<String>::new(), "left behind by aborts");
 }
 
 async fn dropped_upload_leaves_nothing(b: &Backend) {
     let mut upload = b.storage.begin_upload("nar/dropped.nar").await.unwrap();
     for i in 0..10 {
-        upload
-            .write(Bytes::from(pseudo_random(MIB, i)))
-            .await
-            .unwrap();
+        upload.write(Bytes::from(pseudo_random(MIB, i))).await.unwrap();
     }
     drop(upload);
 
-    assert!(b
-        .storage
-        .get("nar/dropped.nar", None)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(b.storage.get("nar/dropped.nar", None).await.unwrap().is_none());
     // The S3 abort runs in a spawned task: give it a moment.
     let mut left = b.leftovers().await;
     for _ in 0..50 {
@@ -271,11 +220,7 @@ async fn dropped_upload_leaves_nothing(b: &Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         left = b.leftovers().await;
     }
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "left behind by a dropped upload"
-    );
+    assert_eq!(left, Vec::<String>::new(), "left behind by a dropped upload");
 }
 
 /// What a crash leaves (an upload neither committed, aborted nor dropped) goes only when it
@@ -306,10 +251,7 @@ async fn multipart_upload_round_trips(b: &Backend) {
     for chunk in data.chunks(MIB) {
         upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
-    assert!(
-        b.storage.size(key).await.unwrap().is_none(),
-        "visible before commit"
-    );
+    assert!(b.storage.size(key).await.unwrap().is_none(), "visible before commit");
     assert_eq!(upload.commit().await.unwrap(), data.len() as u64);
     assert_eq!(b.storage.size(key).await.unwrap(), Some(data.len() as u64));
     assert_same(&get_all(b, key).await.unwrap(), &data, key);
@@ -320,79 +262,37 @@ async fn multipart_upload_round_trips(b: &Backend) {
     let (a, rest) = data.split_at(17 * MIB);
     let (c, rest) = rest.split_at(3 * MIB);
     let (d, e) = rest.split_at(8 * MIB);
-    assert_eq!(
-        upload_chunks(b, key, &[a, &c[..1], &c[1..], d, e]).await,
-        data.len() as u64
-    );
+    assert_eq!(upload_chunks(b, key, &[a, &c[..1], &c[1..], d, e]).await, data.len() as u64);
     assert_same(&get_all(b, key).await.unwrap(), &data, key);
     assert_eq!(b.leftovers().await.len(), 2, "only the two objects remain");
 }
 
 async fn range_reads(b: &Backend) {
-    for (key, len) in [
-        ("nar/ranged-small.nar", 1000usize),
-        ("nar/ranged-big.nar", 9 * MIB + 17),
-    ] {
+    for (key, len) in [("nar/ranged-small.nar", 1000usize), ("nar/ranged-big.nar", 9 * MIB + 17)] {
         let data = pseudo_random(len, len as u64);
         upload_chunks(b, key, &[&data]).await;
         let last = len as u64 - 1;
         let mid = len as u64 / 2;
-        for (start, end) in [
-            (0, 0),
-            (mid - 10, mid + 10),
-            (last, last),
-            (0, last),
-            (1, last),
-        ] {
-            let object = b
-                .storage
-                .get(key, Some(ByteRange { start, end }))
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("{key} missing"));
-            assert_eq!(
-                object.total_size, len as u64,
-                "total_size for range {start}-{end}"
-            );
+        for (start, end) in [(0, 0), (mid - 10, mid + 10), (last, last), (0, last), (1, last)] {
+            let object = b.storage.get(key, Some(ByteRange { start, end })).await.unwrap().unwrap_or_else(|| panic!("{key} missing"));
+            assert_eq!(object.total_size, len as u64, "total_size for range {start}-{end}");
             let got = read_all(object).await;
-            assert_same(
-                &got,
-                &data[start as usize..=end as usize],
-                &format!("{key} bytes {start}-{end}"),
-            );
+            assert_same(&got, &data[start as usize..=end as usize], &format!("{key} bytes {start}-{end}"));
         }
     }
 }
 
 async fn missing_objects(b: &Backend) {
     assert_eq!(b.storage.size("nar/missing.nar").await.unwrap(), None);
-    assert!(b
-        .storage
-        .get("nar/missing.nar", None)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(b.storage.get("nar/missing.nar", None).await.unwrap().is_none());
     let range = ByteRange { start: 0, end: 10 };
-    assert!(b
-        .storage
-        .get("nar/missing.nar", Some(range))
-        .await
-        .unwrap()
-        .is_none());
-    assert!(b
-        .storage
-        .get("log/3/missing.drv", None)
-        .await
-        .unwrap()
-        .is_none());
+    assert!(b.storage.get("nar/missing.nar", Some(range)).await.unwrap().is_none());
+    assert!(b.storage.get("log/3/missing.drv", None).await.unwrap().is_none());
 }
 
 async fn delete_is_idempotent(b: &Backend) {
     let key = "ls/abc.ls";
-    b.storage
-        .put_bytes(key, Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
+    b.storage.put_bytes(key, Bytes::from_static(b"{}")).await.unwrap();
     assert_eq!(b.storage.size(key).await.unwrap(), Some(2));
     b.storage.delete(key).await.unwrap();
     assert!(b.storage.get(key, None).await.unwrap().is_none());
@@ -409,27 +309,13 @@ async fn second_commit_replaces_object(b: &Backend) {
 
     let mut replacement = b.storage.begin_upload(key).await.unwrap();
     for chunk in second.chunks(MIB) {
-        replacement
-            .write(Bytes::copy_from_slice(chunk))
-            .await
-            .unwrap();
+        replacement.write(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
     // Until the second commit, readers still see the first object, whole.
-    assert_same(
-        &get_all(b, key).await.unwrap(),
-        &first,
-        "object before replacement",
-    );
+    assert_same(&get_all(b, key).await.unwrap(), &first, "object before replacement");
     replacement.commit().await.unwrap();
-    assert_same(
-        &get_all(b, key).await.unwrap(),
-        &second,
-        "object after replacement",
-    );
-    assert_eq!(
-        b.storage.size(key).await.unwrap(),
-        Some(second.len() as u64)
-    );
+    assert_same(&get_all(b, key).await.unwrap(), &second, "object after replacement");
+    assert_eq!(b.storage.size(key).await.unwrap(), Some(second.len() as u64));
 
     // And back to a small one (single PutObject on S3).
     upload_chunks(b, key, &[b"third"]).await;
@@ -438,10 +324,7 @@ async fn second_commit_replaces_object(b: &Backend) {
 }
 
 async fn small_and_empty_objects(b: &Backend) {
-    b.storage
-        .put_bytes("log/3/xyz.drv", Bytes::from_static(b"build log"))
-        .await
-        .unwrap();
+    b.storage.put_bytes("log/3/xyz.drv", Bytes::from_static(b"build log")).await.unwrap();
     assert_eq!(get_all(b, "log/3/xyz.drv").await.unwrap(), b"build log");
 
     assert_eq!(upload_chunks(b, "nar/empty.nar", &[]).await, 0);
@@ -452,11 +335,7 @@ async fn small_and_empty_objects(b: &Backend) {
 async fn health_check_passes(b: &Backend) {
     b.storage.health_check().await.unwrap();
     if b.is_fs() {
-        assert_eq!(
-            b.leftovers().await,
-            Vec::<String>::new(),
-            "probe file left behind"
-        );
+        assert_eq!(b.leftovers().await, Vec::<String>::new(), "probe file left behind");
     }
 }
 
@@ -466,26 +345,13 @@ async fn health_check_passes(b: &Backend) {
 #[tokio::test]
 async fn fs_rejects_escaping_keys() {
     let backend = fs_backend().await;
-    let outcome = AssertUnwindSafe(rejects_escaping_keys(&backend))
-        .catch_unwind()
-        .await;
+    let outcome = AssertUnwindSafe(rejects_escaping_keys(&backend)).catch_unwind().await;
     finish(backend, outcome).await;
 }
 
 async fn rejects_escaping_keys(b: &Backend) {
-    for key in [
-        "../x",
-        "nar/../../x",
-        "/etc/passwd",
-        "nar//x",
-        "nar\\x",
-        "",
-        ".tmp/x",
-    ] {
-        assert!(
-            b.storage.begin_upload(key).await.is_err(),
-            "begin_upload {key:?}"
-        );
+    for key in ["../x", "nar/../../x", "/etc/passwd", "nar//x", "nar\\x", "", ".tmp/x"] {
+        assert!(b.storage.begin_upload(key).await.is_err(), "begin_upload {key:?}");
         assert!(b.storage.get(key, None).await.is_err(), "get {key:?}");
         assert!(b.storage.size(key).await.is_err(), "size {key:?}");
         assert!(b.storage.delete(key).await.is_err(), "delete {key:?}");

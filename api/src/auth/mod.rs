@@ -65,11 +65,7 @@ impl TokenKeys {
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
         validation.leeway = 0;
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
     pub fn issue(&self, claims: &Claims) -> anyhow::Result<String> {
@@ -78,9 +74,7 @@ impl TokenKeys {
 
     /// Checks the signature (constant-time HMAC comparison) and expiry.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|data| data.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
     }
 }
 

@@ -15,10 +15,7 @@ fn hasher() -> Argon2<'static> {
 /// A hash to verify against when the account does not exist, so that an unknown username
 /// costs as much time as a wrong password and answers the same.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    hasher()
-        .hash_password(b"larder: no such account", &SaltString::generate(&mut OsRng))
-        .expect("hashing the dummy password")
-        .to_string()
+    hasher().hash_password(b"larder: no such account", &SaltString::generate(&mut OsRng)).expect("hashing the dummy password").to_string()
 });
 
 /// Computes the dummy hash now, so that the first login of an unknown user does not take

@@ -40,7 +40,12 @@ pub enum AccountConflict {
 const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at";
 
 impl Database {
-    pub async fn create_account(&self, username: &Username, email: &Email, password_hash: &str) -> anyhow::Result<Result<Account, AccountConflict>> {
+    pub async fn create_account(
+        &self,
+        username: &Username,
+        email: &Email,
+        password_hash: &str,
+    ) -> anyhow::Result<Result<Account, AccountConflict>> {
         let row: Option<AccountRow> = sqlx::query_as(&format!(
             "INSERT INTO accounts (username, email, password_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING RETURNING {ACCOUNT_COLUMNS}"
@@ -77,11 +82,7 @@ impl Database {
     }
 
     pub async fn set_password_hash(&self, account: AccountId, password_hash: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE accounts SET password_hash = $2 WHERE id = $1")
-            .bind(account.0)
-            .bind(password_hash)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE accounts SET password_hash = $2 WHERE id = $1").bind(account.0).bind(password_hash).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -72,7 +72,13 @@ impl TryFrom<PathRow> for PublishedPath {
                 .map_err(|_| corrupt("reference"))?,
             deriver: row.deriver.as_deref().map(StorePath::from_base_name).transpose().map_err(|_| corrupt("deriver"))?,
             ca: row.ca,
-            signatures: row.sigs.lines().filter(|s| !s.is_empty()).map(Signature::parse).collect::<Result<_, _>>().map_err(|_| corrupt("signature"))?,
+            signatures: row
+                .sigs
+                .lines()
+                .filter(|s| !s.is_empty())
+                .map(Signature::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt("signature"))?,
             nar: row.nar.try_into()?,
         })
     }
@@ -190,7 +196,11 @@ impl Database {
     }
 
     pub async fn set_path_signatures(&self, path: PathId, signatures: &[Signature]) -> anyhow::Result<()> {
-        sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1").bind(path.0).bind(joined_signatures(signatures)).execute(&self.pool).await?;
+        sqlx::query("UPDATE paths SET sigs = $2 WHERE id = $1")
+            .bind(path.0)
+            .bind(joined_signatures(signatures))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

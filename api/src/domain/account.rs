@@ -42,7 +42,12 @@ impl Email {
         let valid = email.len() <= 254
             && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && local.len() <= 64 && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@')
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
             });
         if valid {
             Ok(Self(email))
@@ -106,7 +111,9 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(Email::parse(" Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
-        for bad in ["alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", &format!("{}@x.com", "a".repeat(65))] {
+        for bad in
+            ["alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", &format!("{}@x.com", "a".repeat(65))]
+        {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -7,9 +7,30 @@ use std::fmt;
 pub struct CacheName(String);
 
 const RESERVED: &[&str] = &[
-    "api", "static", "assets", "login", "logout", "signup", "register", "www", "admin", "dashboard",
-    "healthz", "readyz", "metrics", "nar", "log", "docs", "help", "settings", "account", "accounts",
-    "caches", "tokens", "mail", "status",
+    "api",
+    "static",
+    "assets",
+    "login",
+    "logout",
+    "signup",
+    "register",
+    "www",
+    "admin",
+    "dashboard",
+    "healthz",
+    "readyz",
+    "metrics",
+    "nar",
+    "log",
+    "docs",
+    "help",
+    "settings",
+    "account",
+    "accounts",
+    "caches",
+    "tokens",
+    "mail",
+    "status",
 ];
 
 impl CacheName {
@@ -60,10 +81,7 @@ mod tests {
 
     #[test]
     fn rejects_path_tricks_and_bad_labels() {
-        for bad in [
-            "", "ab", "-ab", "ab-", "AbC", "a.b", "../etc", "a/b", "a%2fb", "ca che", "api", "static",
-            &"a".repeat(64), "caché",
-        ] {
+        for bad in ["", "ab", "-ab", "ab-", "AbC", "a.b", "../etc", "a/b", "a%2fb", "ca che", "api", "static", &"a".repeat(64), "caché"] {
             assert!(CacheName::parse(bad).is_err(), "{bad:?} must be rejected");
         }
     }

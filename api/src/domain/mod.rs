@@ -8,8 +8,8 @@ mod records;
 
 pub use account::{Email, NewPassword, Username, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 pub use cache_name::CacheName;
-pub use permission::Permission;
 pub use ids::{AccountId, CacheId, NarId, PathId, TokenId};
+pub use permission::Permission;
 pub use records::{
     Account, Cache, CacheLimit, Nar, NewNar, NewPath, PublishedPath, SealedSecret, SigningKey, SigningMode, Token, TokenKind, TokenScope,
 };

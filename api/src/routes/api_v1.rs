@@ -148,8 +148,12 @@ impl TryFrom<api::NewToken> for TokenRequest {
             (api::TokenKind::Cache, Some(cache)) if caches.is_empty() => TokenTarget::Cache(cache_name(&cache)?),
             (api::TokenKind::Cache, _) => return Err(ServiceError::BadRequest("a cache token needs `cache` (and no `caches`)".into())),
             (api::TokenKind::Personal, None) => TokenTarget::Personal(caches.iter().map(|c| cache_name(c)).collect::<Result<_, _>>()?),
-            (api::TokenKind::Personal, Some(_)) => return Err(ServiceError::BadRequest("a personal token takes `caches`, not `cache`".into())),
-            (api::TokenKind::Session, _) => return Err(ServiceError::BadRequest("a session is opened by logging in (POST /api/v1/sessions)".into())),
+            (api::TokenKind::Personal, Some(_)) => {
+                return Err(ServiceError::BadRequest("a personal token takes `caches`, not `cache`".into()))
+            }
+            (api::TokenKind::Session, _) => {
+                return Err(ServiceError::BadRequest("a session is opened by logging in (POST /api/v1/sessions)".into()))
+            }
         };
         Ok(TokenRequest { target, permission: domain_permission(permission), expires_in: expires_in.map(Duration::from_secs), description })
     }
@@ -228,13 +232,23 @@ pub async fn cache_info(
     }))
 }
 
-pub async fn update_cache(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::CacheChanges>) -> ApiResult {
+pub async fn update_cache(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::CacheChanges>,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let cache = services.update_cache(&principal, &cache.0, body.into_inner().into()).await?;
     Ok(HttpResponse::Ok().json(cache_view(cache)))
 }
 
-pub async fn delete_cache(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::Confirm>) -> ApiResult {
+pub async fn delete_cache(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::Confirm>,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     services.delete_cache(&principal, &cache.0, &body.confirm).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -280,23 +294,43 @@ pub async fn add_key(services: web::Data<Services>, cache: CachePath, credential
     Ok(HttpResponse::Created().json(key_view(services.add_key(&principal, &cache.0).await?)))
 }
 
-pub async fn retire_key(services: web::Data<Services>, cache: CachePath, path: web::Path<(String, String)>, credentials: Credentials) -> ApiResult {
+pub async fn retire_key(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     services.retire_key(&principal, &cache.0, &path.1).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn register_public_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::NewPublicKey>) -> ApiResult {
+pub async fn register_public_key(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::NewPublicKey>,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     Ok(HttpResponse::Created().json(key_view(services.register_public_key(&principal, &cache.0, &body.public_key).await?)))
 }
 
-pub async fn import_secret_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::NewSecretKey>) -> ApiResult {
+pub async fn import_secret_key(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::NewSecretKey>,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     Ok(HttpResponse::Created().json(key_view(services.import_secret_key(&principal, &cache.0, &body.secret_key).await?)))
 }
 
-pub async fn set_signing_mode(services: web::Data<Services>, cache: CachePath, credentials: Credentials, body: web::Json<api::SetSigningMode>) -> ApiResult {
+pub async fn set_signing_mode(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::SetSigningMode>,
+) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let api::SetSigningMode { mode, drop_paths } = body.into_inner();
     services.set_signing_mode(&principal, &cache.0, domain_signing_mode(mode), drop_paths).await?;

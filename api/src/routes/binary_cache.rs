@@ -20,7 +20,12 @@ use crate::storage::{ByteRange, Object};
 type NixResult = Result<HttpResponse, NixError>;
 
 /// Authenticates the caller and checks `needed` on the cache named in the path.
-async fn access(services: &Services, cache: &CachePath, credentials: &Credentials, needed: Permission) -> Result<(Cache, Option<Principal>), NixError> {
+async fn access(
+    services: &Services,
+    cache: &CachePath,
+    credentials: &Credentials,
+    needed: Permission,
+) -> Result<(Cache, Option<Principal>), NixError> {
     let principal = services.authenticate(credentials.token()).await?;
     let cache = services.authorize(&cache.0, principal.as_ref(), needed).await?;
     Ok((cache, principal))
@@ -65,7 +70,13 @@ pub async fn get_cache_info(services: web::Data<Services>, cache: CachePath, cre
 }
 
 /// nix 2.8 PUTs nix-cache-info when it cannot read it; we always serve our own.
-pub async fn put_cache_info(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+pub async fn put_cache_info(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> NixResult {
     upload_access(&services, &cache, &credentials).await?;
     body::read_small(&req, payload, services.limits().max_small_upload).await?;
     Ok(HttpResponse::Ok().finish())
@@ -78,15 +89,20 @@ pub async fn get_narinfo(services: web::Data<Services>, cache: CachePath, creden
         return Ok(not_found());
     };
     Ok(match services.narinfo(&cache, &hash).await? {
-        Some(text) => HttpResponse::Ok()
-            .content_type(NARINFO_MIME)
-            .insert_header((header::CACHE_CONTROL, narinfo_cache_control(&cache)))
-            .body(text),
+        Some(text) => {
+            HttpResponse::Ok().content_type(NARINFO_MIME).insert_header((header::CACHE_CONTROL, narinfo_cache_control(&cache))).body(text)
+        }
         None => not_found(),
     })
 }
 
-pub async fn put_narinfo(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+pub async fn put_narinfo(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> NixResult {
     let (cache, _) = upload_access(&services, &cache, &credentials).await?;
     let limit = services.limits().max_small_upload.min(MAX_NARINFO_SIZE as u64);
     let body = body::read_small(&req, payload, limit).await?;
@@ -110,13 +126,25 @@ pub async fn get_listing(services: web::Data<Services>, cache: CachePath, creden
 
 /// The listing is computed from the NAR itself when it arrives; the client's copy is not
 /// trusted, only accepted so that `write-nar-listing=true` pushes succeed.
-pub async fn put_listing(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest, payload: web::Payload) -> NixResult {
+pub async fn put_listing(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> NixResult {
     upload_access(&services, &cache, &credentials).await?;
     body::read_small(&req, payload, services.limits().max_small_upload).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
-pub async fn get_nar(services: web::Data<Services>, cache: CachePath, file: web::Path<(String, String)>, credentials: Credentials, req: HttpRequest) -> NixResult {
+pub async fn get_nar(
+    services: web::Data<Services>,
+    cache: CachePath,
+    file: web::Path<(String, String)>,
+    credentials: Credentials,
+    req: HttpRequest,
+) -> NixResult {
     let (cache, principal) = access(&services, &cache, &credentials, Permission::Read).await?;
     let Ok((file_hash, extension)) = parse_nar_file_name(&file.1) else {
         return Ok(not_found());
@@ -178,7 +206,12 @@ pub async fn put_nar(
     Ok(HttpResponse::Ok().finish())
 }
 
-pub async fn get_log(services: web::Data<Services>, cache: CachePath, drv: web::Path<(String, String)>, credentials: Credentials) -> NixResult {
+pub async fn get_log(
+    services: web::Data<Services>,
+    cache: CachePath,
+    drv: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> NixResult {
     let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
     Ok(match services.build_log(&cache, &drv.1).await? {
         Some(object) => streamed(BUILD_LOG_MIME, object),
@@ -186,7 +219,13 @@ pub async fn get_log(services: web::Data<Services>, cache: CachePath, drv: web::
     })
 }
 
-pub async fn put_log(services: web::Data<Services>, cache: CachePath, drv: web::Path<(String, String)>, credentials: Credentials, payload: web::Payload) -> NixResult {
+pub async fn put_log(
+    services: web::Data<Services>,
+    cache: CachePath,
+    drv: web::Path<(String, String)>,
+    credentials: Credentials,
+    payload: web::Payload,
+) -> NixResult {
     let (cache, principal) = upload_access(&services, &cache, &credentials).await?;
     let _slot = services.upload_slot(&principal)?;
     services.receive_build_log(&cache, &drv.1, body::stream(payload)).await?;

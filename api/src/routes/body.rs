@@ -31,11 +31,7 @@ impl FromRequest for Credentials {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(token_from_authorization);
+        let token = req.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(token_from_authorization);
         ready(Ok(Credentials(token)))
     }
 }

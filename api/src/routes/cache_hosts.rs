@@ -33,7 +33,14 @@ mod tests {
         let base = "cache.example.com";
         assert_eq!(cache_of_host("myteam.cache.example.com", base).unwrap().as_str(), "myteam");
         assert_eq!(cache_of_host("MyTeam.cache.example.com:8443", base).unwrap().as_str(), "myteam");
-        for other in ["cache.example.com", "a.b.cache.example.com", "evilcache.example.com", "api.cache.example.com", "127.0.0.1:80", "x.cache.example.com.evil"] {
+        for other in [
+            "cache.example.com",
+            "a.b.cache.example.com",
+            "evilcache.example.com",
+            "api.cache.example.com",
+            "127.0.0.1:80",
+            "x.cache.example.com.evil",
+        ] {
             assert!(cache_of_host(other, base).is_none(), "{other}");
         }
     }

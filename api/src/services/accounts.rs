@@ -6,10 +6,10 @@ use std::num::NonZeroU32;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::tokens::SESSION_LIFETIME;
-use crate::domain::TokenScope;
 use super::{CreatedToken, Principal, ServiceError, ServiceResult, Services};
 use crate::auth::password;
 use crate::db::AccountConflict;
+use crate::domain::TokenScope;
 use crate::domain::{Account, Email, NewPassword, Permission, Username, MAX_PASSWORD_BYTES};
 
 /// Login attempts allowed per minute. The tight limit is per (account, client address),
@@ -83,10 +83,7 @@ impl Services {
     #[tracing::instrument(skip_all)]
     pub async fn log_in(&self, username: &str, password: &str, client: Option<IpAddr>) -> ServiceResult<CreatedToken> {
         if self.inner.login_limiter.throttled(username, client) {
-            return Err(ServiceError::TooManyRequests {
-                message: "too many login attempts: wait a minute and try again",
-                retry_after: 60,
-            });
+            return Err(ServiceError::TooManyRequests { message: "too many login attempts: wait a minute and try again", retry_after: 60 });
         }
         // A name that cannot exist is not looked up (Postgres refuses some bytes, e.g. NUL),
         // but costs the same hash, so it answers like any unknown user.
@@ -148,4 +145,3 @@ impl Services {
         Ok(())
     }
 }
-

@@ -7,7 +7,7 @@ use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::{PublicKey, SecretKey, Signature};
 
 use super::{Principal, ServiceError, ServiceResult, Services};
-use crate::domain::{Cache, CacheName, Permission, PathId, SealedSecret, SigningKey, SigningMode};
+use crate::domain::{Cache, CacheName, PathId, Permission, SealedSecret, SigningKey, SigningMode};
 
 /// How many paths one re-signing step reads at a time.
 const RESIGN_PAGE: i64 = 500;
@@ -72,7 +72,8 @@ impl Services {
         if cache.signing_mode != SigningMode::Server {
             return Err(ServiceError::Conflict("this cache's keys are client-held: Larder does not sign for it".into()));
         }
-        let key = SecretKey::parse(secret_key).map_err(|_| ServiceError::BadRequest("not a Nix secret key (name:base64 of 64 bytes)".into()))?;
+        let key =
+            SecretKey::parse(secret_key).map_err(|_| ServiceError::BadRequest("not a Nix secret key (name:base64 of 64 bytes)".into()))?;
         if self.db().signing_keys_of(cache.id).await?.iter().any(|k| k.name() == key.name()) {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
@@ -88,7 +89,13 @@ impl Services {
     /// owner re-pushes them signed. Client → server: a new server key signs every path
     /// (in the background) and the client keys are retired.
     #[tracing::instrument(skip_all, fields(cache = %cache))]
-    pub async fn set_signing_mode(&self, principal: &Principal, cache: &CacheName, mode: SigningMode, drop_paths: bool) -> ServiceResult<()> {
+    pub async fn set_signing_mode(
+        &self,
+        principal: &Principal,
+        cache: &CacheName,
+        mode: SigningMode,
+        drop_paths: bool,
+    ) -> ServiceResult<()> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
         if cache.signing_mode == mode {
             return Ok(());
@@ -201,7 +208,9 @@ impl Services {
         let keys: Vec<PublicKey> =
             self.db().active_signing_keys(cache.id).await?.into_iter().filter(|k| k.secret.is_none()).map(|k| k.public_key).collect();
         if keys.is_empty() {
-            return Err(ServiceError::BadRequest("this cache's keys are client-held but none is registered: register a public key first".into()));
+            return Err(ServiceError::BadRequest(
+                "this cache's keys are client-held but none is registered: register a public key first".into(),
+            ));
         }
         let fingerprint = info.fingerprint();
         let valid: Vec<Signature> =

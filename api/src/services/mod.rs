@@ -26,8 +26,8 @@ pub use caches::{CacheChanges, CreatedCache, NewOwnedCache};
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
 pub use limited_body::LimitedBody;
 pub use substitute::NarDownload;
-pub use upload_slots::UploadSlot;
 pub use tokens::{CreatedToken, TokenRequest, TokenTarget, MAX_TOKEN_LIFETIME, SESSION_LIFETIME};
+pub use upload_slots::UploadSlot;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -58,10 +58,17 @@ struct Inner {
 
 impl Services {
     /// Connects to the database (migrating it) and wires the use-cases to it.
-    pub async fn connect(database_url: &str, storage: Arc<dyn Storage>, master_key: MasterKey, token_keys: TokenKeys, limits: Limits) -> anyhow::Result<Self> {
+    pub async fn connect(
+        database_url: &str,
+        storage: Arc<dyn Storage>,
+        master_key: MasterKey,
+        token_keys: TokenKeys,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
         let db = Database::connect(database_url).await?;
         db.migrate().await?;
-        let inner = Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() };
+        let inner =
+            Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() };
         Ok(Self { inner: Arc::new(inner) })
     }
 

@@ -137,12 +137,7 @@ impl AsyncWrite for NarSink {
             return Poll::Ready(Err(io::Error::other(NarTooLarge(this.limit))));
         }
         this.since_yield += buf.len() as u64;
-        Poll::Ready(
-            this.parser
-                .feed(buf)
-                .map(|()| buf.len())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-        )
+        Poll::Ready(this.parser.feed(buf).map(|()| buf.len()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string())))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -153,4 +148,3 @@ impl AsyncWrite for NarSink {
         Poll::Ready(Ok(()))
     }
 }
-

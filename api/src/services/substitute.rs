@@ -34,7 +34,13 @@ impl Services {
     /// A pusher may also see its pending uploads (`include_pending`), so that `nix copy`
     /// skips re-sending them.
     #[tracing::instrument(skip_all, fields(cache = %cache.name, file_hash = %file_hash.to_nix32()))]
-    pub async fn nar(&self, cache: &Cache, file_hash: &Sha256Hash, extension: &str, include_pending: bool) -> ServiceResult<Option<NarDownload>> {
+    pub async fn nar(
+        &self,
+        cache: &Cache,
+        file_hash: &Sha256Hash,
+        extension: &str,
+        include_pending: bool,
+    ) -> ServiceResult<Option<NarDownload>> {
         let nar = if include_pending {
             self.db().uploaded_nar(cache.id, file_hash).await?
         } else {

@@ -105,7 +105,10 @@ impl Services {
     pub async fn create_token_for(&self, principal: &Principal, request: TokenRequest) -> ServiceResult<CreatedToken> {
         let account = principal.require_token_manager()?;
         if !principal.permission().allows(request.permission) {
-            return Err(ServiceError::Forbidden { action: "create a token with more permission than its own", has: principal.permission() });
+            return Err(ServiceError::Forbidden {
+                action: "create a token with more permission than its own",
+                has: principal.permission(),
+            });
         }
         if let Principal::PersonalToken { expires_at: Some(limit), .. } = principal {
             let expires_at = expiry(now(), request.expires_in)?;

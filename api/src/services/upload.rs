@@ -180,9 +180,11 @@ impl Services {
         let bad_url = |reason: String| ServiceError::BadRequest(format!("bad narinfo URL '{}': {reason}", info.url));
         let file_name = info.url.strip_prefix("nar/").ok_or_else(|| bad_url("it must point into nar/".into()))?;
         let (file_hash, extension) = parse_nar_file_name(file_name).map_err(|e| bad_url(e.to_string()))?;
-        let nar = self.db().uploaded_nar(cache.id, &file_hash).await?.ok_or_else(|| {
-            ServiceError::BadRequest(format!("{} was never uploaded to this cache: upload the NAR first", info.url))
-        })?;
+        let nar = self
+            .db()
+            .uploaded_nar(cache.id, &file_hash)
+            .await?
+            .ok_or_else(|| ServiceError::BadRequest(format!("{} was never uploaded to this cache: upload the NAR first", info.url)))?;
         if nar.compression.extension() != extension {
             return Err(ServiceError::BadRequest(format!("narinfo Compression does not match the uploaded NAR {}", info.url)));
         }
@@ -191,8 +193,7 @@ impl Services {
 
     /// Every reference but the path itself must be published in this cache already.
     async fn check_references_present(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<()> {
-        let others: Vec<&StorePathHash> =
-            info.references.iter().map(StorePath::hash).filter(|h| *h != info.store_path.hash()).collect();
+        let others: Vec<&StorePathHash> = info.references.iter().map(StorePath::hash).filter(|h| *h != info.store_path.hash()).collect();
         let missing = self.db().missing_paths(cache.id, &others).await?;
         if missing.is_empty() {
             Ok(())

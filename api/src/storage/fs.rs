@@ -32,9 +32,7 @@ impl FsStorage {
     /// Opens (creating if needed) a storage directory and its temporary-upload directory.
     pub async fn new(root: PathBuf) -> anyhow::Result<Self> {
         let tmp = root.join(TMP_DIR);
-        fs::create_dir_all(&tmp)
-            .await
-            .with_context(|| format!("creating storage directory {}", tmp.display()))?;
+        fs::create_dir_all(&tmp).await.with_context(|| format!("creating storage directory {}", tmp.display()))?;
         Ok(Self { root, tmp })
     }
 
@@ -84,9 +82,7 @@ impl Storage for FsStorage {
     async fn begin_upload(&self, key: &str) -> anyhow::Result<Box<dyn Upload>> {
         let target = self.path_for(key)?;
         let temp = self.temp_path();
-        let file = File::create(&temp)
-            .await
-            .with_context(|| format!("creating temporary file for {key}"))?;
+        let file = File::create(&temp).await.with_context(|| format!("creating temporary file for {key}"))?;
         Ok(Box::new(FsUpload {
             key: key.to_owned(),
             root: self.root.clone(),
@@ -105,10 +101,7 @@ impl Storage for FsStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("opening object {key}")),
         };
-        let meta = file
-            .metadata()
-            .await
-            .with_context(|| format!("reading metadata of object {key}"))?;
+        let meta = file.metadata().await.with_context(|| format!("reading metadata of object {key}"))?;
         if !meta.is_file() {
             return Ok(None);
         }
@@ -117,15 +110,9 @@ impl Storage for FsStorage {
             None => Box::pin(ReaderStream::with_capacity(file, IO_BUFFER)),
             Some(range) => {
                 if range.start > range.end || range.end >= total_size {
-                    bail!(
-                        "range {}-{} outside object {key} of {total_size} bytes",
-                        range.start,
-                        range.end
-                    );
+                    bail!("range {}-{} outside object {key} of {total_size} bytes", range.start, range.end);
                 }
-                file.seek(io::SeekFrom::Start(range.start))
-                    .await
-                    .with_context(|| format!("seeking in object {key}"))?;
+                file.seek(io::SeekFrom::Start(range.start)).await.with_context(|| format!("seeking in object {key}"))?;
                 Box::pin(ReaderStream::with_capacity(file.take(range.len()), IO_BUFFER))
             }
         };
@@ -203,38 +190,25 @@ impl FsUpload {
     async fn finish(&mut self) -> anyhow::Result<u64> {
         let key = &self.key;
         let mut file = self.file.take().context("upload already finished")?;
-        file.flush()
-            .await
-            .with_context(|| format!("flushing upload of {key}"))?;
-        file.get_ref()
-            .sync_all()
-            .await
-            .with_context(|| format!("fsyncing upload of {key}"))?;
+        file.flush().await.with_context(|| format!("flushing upload of {key}"))?;
+        file.get_ref().sync_all().await.with_context(|| format!("fsyncing upload of {key}"))?;
         drop(file);
 
         let parent = self.target.parent().unwrap_or(&self.root).to_path_buf();
         let created_parent = match fs::metadata(&parent).await {
             Ok(meta) if meta.is_dir() => false,
             _ => {
-                fs::create_dir_all(&parent)
-                    .await
-                    .with_context(|| format!("creating directory for {key}"))?;
+                fs::create_dir_all(&parent).await.with_context(|| format!("creating directory for {key}"))?;
                 true
             }
         };
-        fs::rename(&self.temp, &self.target)
-            .await
-            .with_context(|| format!("moving upload of {key} into place"))?;
-        sync_dir(&parent)
-            .await
-            .with_context(|| format!("fsyncing directory of {key}"))?;
+        fs::rename(&self.temp, &self.target).await.with_context(|| format!("moving upload of {key} into place"))?;
+        sync_dir(&parent).await.with_context(|| format!("fsyncing directory of {key}"))?;
         if created_parent {
             // New directories must themselves be durable in their parents, up to the root.
             let mut dir = parent.parent();
             while let Some(d) = dir {
-                sync_dir(d)
-                    .await
-                    .with_context(|| format!("fsyncing directory {}", d.display()))?;
+                sync_dir(d).await.with_context(|| format!("fsyncing directory {}", d.display()))?;
                 if d == self.root {
                     break;
                 }
@@ -263,10 +237,7 @@ impl Upload for FsUpload {
 
     async fn commit(mut self: Box<Self>) -> anyhow::Result<u64> {
         if self.failed {
-            bail!(
-                "upload of {}: not committed, an earlier write failed",
-                self.key
-            );
+            bail!("upload of {}: not committed, an earlier write failed", self.key);
         }
         // On failure, `Drop` removes the temporary file (if it was not renamed).
         self.finish().await
@@ -278,10 +249,7 @@ impl Upload for FsUpload {
             match fs::remove_file(&self.temp).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("removing aborted upload of {}", self.key))
-                }
+                Err(e) => return Err(e).with_context(|| format!("removing aborted upload of {}", self.key)),
             }
         }
         Ok(())
@@ -304,33 +272,14 @@ mod tests {
 
     #[test]
     fn accepts_plain_relative_keys() {
-        for key in [
-            "nar/abc.nar.zst",
-            "ls/abc.ls",
-            "log/3/xyz.drv",
-            "nix-cache-info",
-            "a/.b",
-        ] {
+        for key in ["nar/abc.nar.zst", "ls/abc.ls", "log/3/xyz.drv", "nix-cache-info", "a/.b"] {
             assert!(validate_key(key).is_ok(), "{key}");
         }
     }
 
     #[test]
     fn rejects_escaping_or_odd_keys() {
-        for key in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a/..",
-            "./a",
-            "a//b",
-            "a/",
-            "a\\b",
-            "a\0b",
-            ".tmp/x",
-            ".tmp",
-        ] {
+        for key in ["", "/etc/passwd", "../x", "a/../../x", "a/..", "./a", "a//b", "a/", "a\\b", "a\0b", ".tmp/x", ".tmp"] {
             assert!(validate_key(key).is_err(), "{key:?}");
         }
     }

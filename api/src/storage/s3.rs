@@ -49,8 +49,7 @@ pub struct S3Storage {
 
 impl S3Storage {
     pub async fn new(settings: S3Settings) -> anyhow::Result<Self> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(settings.region.clone()));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(settings.region.clone()));
         match (&settings.access_key_id, &settings.secret_access_key) {
             (Some(id), Some(secret)) => {
                 loader = loader.credentials_provider(Credentials::new(
@@ -68,20 +67,14 @@ impl S3Storage {
             loader = loader.endpoint_url(endpoint.clone());
         }
         let sdk_config = loader.load().await;
-        let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
-            .force_path_style(settings.path_style)
-            .build();
-        Ok(Self {
-            client: Client::from_conf(s3_config),
-            bucket: settings.bucket,
-        })
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(settings.path_style).build();
+        Ok(Self { client: Client::from_conf(s3_config), bucket: settings.bucket })
     }
 }
 
 /// Whether an SDK error is an HTTP 404 (HEAD responses carry no error code to inspect).
 fn is_http_not_found<E>(err: &SdkError<E, HttpResponse>) -> bool {
-    err.raw_response()
-        .is_some_and(|response| response.status().as_u16() == 404)
+    err.raw_response().is_some_and(|response| response.status().as_u16() == 404)
 }
 
 /// Total object size from a `Content-Range: bytes a-b/total` header.
@@ -120,11 +113,7 @@ impl Storage for S3Storage {
         let mut request = self.client.get_object().bucket(&self.bucket).key(key);
         if let Some(range) = range {
             if range.start > range.end {
-                bail!(
-                    "invalid range {}-{} for object {key}",
-                    range.start,
-                    range.end
-                );
+                bail!("invalid range {}-{} for object {key}", range.start, range.end);
             }
             request = request.range(format!("bytes={}-{}", range.start, range.end));
         }
@@ -141,9 +130,7 @@ impl Storage for S3Storage {
         };
         let total_size = match (range, output.content_range()) {
             (Some(_), Some(content_range)) => total_from_content_range(content_range)
-                .with_context(|| {
-                    format!("S3 GetObject of {key}: unparseable Content-Range {content_range:?}")
-                })?,
+                .with_context(|| format!("S3 GetObject of {key}: unparseable Content-Range {content_range:?}"))?,
             (Some(_), None) => {
                 bail!("S3 GetObject of {key}: ranged response without Content-Range")
             }
@@ -152,21 +139,11 @@ impl Storage for S3Storage {
                 .and_then(|len| u64::try_from(len).ok())
                 .with_context(|| format!("S3 GetObject of {key}: no Content-Length"))?,
         };
-        Ok(Some(Object {
-            stream: into_byte_stream(output.body),
-            total_size,
-        }))
+        Ok(Some(Object { stream: into_byte_stream(output.body), total_size }))
     }
 
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => {
                 let len = output
                     .content_length()
@@ -174,25 +151,13 @@ impl Storage for S3Storage {
                     .with_context(|| format!("S3 HeadObject of {key}: no Content-Length"))?;
                 Ok(Some(len))
             }
-            Err(err)
-                if err.as_service_error().is_some_and(|e| e.is_not_found())
-                    || is_http_not_found(&err) =>
-            {
-                Ok(None)
-            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) || is_http_not_found(&err) => Ok(None),
             Err(err) => Err(err).with_context(|| format!("S3 HeadObject of {key}")),
         }
     }
 
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(()),
             // S3 answers 204 for missing keys; some engines answer 404 NoSuchKey.
             Err(err) if err.code() == Some("NoSuchKey") => Ok(()),
@@ -201,12 +166,7 @@ impl Storage for S3Storage {
     }
 
     async fn health_check(&self) -> anyhow::Result<()> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .with_context(|| format!("S3 HeadBucket of bucket {}", self.bucket))?;
+        self.client.head_bucket().bucket(&self.bucket).send().await.with_context(|| format!("S3 HeadBucket of bucket {}", self.bucket))?;
         Ok(())
     }
 
@@ -287,24 +247,13 @@ impl S3Upload {
                 .send()
                 .await
                 .with_context(|| format!("S3 CreateMultipartUpload of {key}"))?;
-            let upload_id = created
-                .upload_id()
-                .with_context(|| format!("S3 CreateMultipartUpload of {key}: no upload id"))?
-                .to_owned();
-            self.multipart = Some(Multipart {
-                upload_id,
-                parts: Vec::new(),
-            });
+            let upload_id = created.upload_id().with_context(|| format!("S3 CreateMultipartUpload of {key}: no upload id"))?.to_owned();
+            self.multipart = Some(Multipart { upload_id, parts: Vec::new() });
         }
-        let multipart = self
-            .multipart
-            .as_mut()
-            .expect("multipart upload just started");
+        let multipart = self.multipart.as_mut().expect("multipart upload just started");
         let part_number = multipart.parts.len() as i32 + 1;
         if part_number > MAX_PARTS {
-            bail!(
-                "S3 upload of {key}: object too large (more than {MAX_PARTS} parts of {PART_SIZE} bytes)"
-            );
+            bail!("S3 upload of {key}: object too large (more than {MAX_PARTS} parts of {PART_SIZE} bytes)");
         }
         let uploaded = self
             .client
@@ -320,12 +269,7 @@ impl S3Upload {
         // Only the ETag: the SDK already sends a per-part checksum that the server checks on
         // UploadPart, and echoing part checksums in CompleteMultipartUpload is rejected by
         // engines (Garage) when the upload was not created with a checksum algorithm.
-        multipart.parts.push(
-            CompletedPart::builder()
-                .part_number(part_number)
-                .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                .build(),
-        );
+        multipart.parts.push(CompletedPart::builder().part_number(part_number).set_e_tag(uploaded.e_tag().map(str::to_owned)).build());
         Ok(())
     }
 
@@ -344,11 +288,7 @@ impl S3Upload {
             if needed > self.buffer.capacity() {
                 // Small objects get small buffers; past 1 MiB go straight to a whole part, so
                 // capacity doubling never overshoots PART_SIZE.
-                let capacity = if needed > 1024 * 1024 {
-                    PART_SIZE
-                } else {
-                    needed.next_power_of_two()
-                };
+                let capacity = if needed > 1024 * 1024 { PART_SIZE } else { needed.next_power_of_two() };
                 let mut grown = BytesMut::with_capacity(capacity);
                 grown.extend_from_slice(&self.buffer);
                 self.buffer = grown;
@@ -381,21 +321,14 @@ impl S3Upload {
             let last = self.buffer.split().freeze();
             self.send_part(last).await?;
         }
-        let multipart = self
-            .multipart
-            .as_mut()
-            .expect("multipart upload in progress");
+        let multipart = self.multipart.as_mut().expect("multipart upload in progress");
         let parts = std::mem::take(&mut multipart.parts);
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&key)
             .upload_id(&multipart.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .with_context(|| format!("S3 CompleteMultipartUpload of {key}"))?;
@@ -441,10 +374,7 @@ impl Upload for S3Upload {
         }
         if self.failed {
             let _ = self.abort_multipart().await;
-            bail!(
-                "S3 upload of {}: not committed, an earlier write failed",
-                self.key
-            );
+            bail!("S3 upload of {}: not committed, an earlier write failed", self.key);
         }
         match self.finish().await {
             Ok(written) => Ok(written),
@@ -476,13 +406,7 @@ impl Drop for S3Upload {
         let bucket = std::mem::take(&mut self.bucket);
         let key = std::mem::take(&mut self.key);
         runtime.spawn(async move {
-            let result = client
-                .abort_multipart_upload()
-                .bucket(&bucket)
-                .key(&key)
-                .upload_id(&multipart.upload_id)
-                .send()
-                .await;
+            let result = client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&multipart.upload_id).send().await;
             if let Err(err) = result {
                 tracing::warn!(
                     key,

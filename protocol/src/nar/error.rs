@@ -7,11 +7,7 @@ pub enum NarError {
     #[error("not a NAR (bad magic)")]
     BadMagic,
     #[error("at byte {offset}: expected {expected}, found {found}")]
-    Unexpected {
-        offset: u64,
-        expected: &'static str,
-        found: String,
-    },
+    Unexpected { offset: u64, expected: &'static str, found: String },
     #[error("non-zero padding at byte {offset}")]
     NonZeroPadding { offset: u64 },
     #[error("directory entries not sorted: '{name}' after '{previous}'")]

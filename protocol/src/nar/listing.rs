@@ -13,10 +13,7 @@ pub(crate) struct Listing {
 
 impl Listing {
     pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            out: Some(br#"{"version":1,"root":"#.to_vec()),
-            limit,
-        }
+        Self { out: Some(br#"{"version":1,"root":"#.to_vec()), limit }
     }
 
     /// `narOffset` is the position of the first content byte. Nix leaves it

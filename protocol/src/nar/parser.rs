@@ -42,20 +42,14 @@ enum Lex {
     Contents { remaining: u64 },
     /// Checking zero padding; `string` is the finished string, or `None`
     /// after file contents.
-    Pad {
-        remaining: u64,
-        string: Option<Vec<u8>>,
-    },
+    Pad { remaining: u64, string: Option<Vec<u8>> },
     /// The root node is closed: any further byte is an error.
     End,
 }
 
 impl Lex {
     fn len() -> Self {
-        Self::Len {
-            buf: [0; 8],
-            have: 0,
-        }
+        Self::Len { buf: [0; 8], have: 0 }
     }
 }
 
@@ -187,16 +181,9 @@ impl NarParser {
                 Lex::Pad { .. } => "the end of the padding",
                 _ => self.expect.describe(),
             };
-            return Err(NarError::Truncated {
-                offset: self.pos,
-                expected,
-            });
+            return Err(NarError::Truncated { offset: self.pos, expected });
         }
-        Ok(NarSummary {
-            nar_hash: self.hasher.finish(),
-            nar_size: self.pos,
-            listing: self.listing.finish(),
-        })
+        Ok(NarSummary { nar_hash: self.hasher.finish(), nar_size: self.pos, listing: self.listing.finish() })
     }
 
     fn consume(&mut self, mut data: &[u8]) -> Result<(), NarError> {
@@ -209,10 +196,7 @@ impl NarParser {
                     if have + n == 8 {
                         self.start_piece(u64::from_le_bytes(buf))?;
                     } else {
-                        self.lex = Lex::Len {
-                            buf,
-                            have: have + n,
-                        };
+                        self.lex = Lex::Len { buf, have: have + n };
                     }
                     n
                 }
@@ -234,27 +218,20 @@ impl NarParser {
                     if remaining == n as u64 {
                         self.start_padding(self.file.size, None)?;
                     } else {
-                        self.lex = Lex::Contents {
-                            remaining: remaining - n as u64,
-                        };
+                        self.lex = Lex::Contents { remaining: remaining - n as u64 };
                     }
                     n
                 }
                 Lex::Pad { remaining, string } => {
                     let n = min(remaining, data.len() as u64) as usize;
                     if let Some(i) = data[..n].iter().position(|&b| b != 0) {
-                        return Err(NarError::NonZeroPadding {
-                            offset: self.pos + i as u64,
-                        });
+                        return Err(NarError::NonZeroPadding { offset: self.pos + i as u64 });
                     }
                     self.pos += n as u64;
                     if remaining == n as u64 {
                         self.deliver(string)?;
                     } else {
-                        self.lex = Lex::Pad {
-                            remaining: remaining - n as u64,
-                            string,
-                        };
+                        self.lex = Lex::Pad { remaining: remaining - n as u64, string };
                     }
                     n
                 }
@@ -282,19 +259,10 @@ impl NarParser {
             Expect::Magic if len != MAGIC.len() as u64 => return Err(NarError::BadMagic),
             Expect::ExecutableValue if len != 0 => return Err(NarError::ExecutableNotEmpty),
             Expect::TargetValue if len == 0 => return Err(NarError::EmptyTarget),
-            Expect::TargetValue if len > MAX_TARGET_LEN as u64 => {
-                return Err(NarError::TargetTooLong { len })
-            }
+            Expect::TargetValue if len > MAX_TARGET_LEN as u64 => return Err(NarError::TargetTooLong { len }),
             Expect::TargetValue => MAX_TARGET_LEN as u64,
-            Expect::EntryNameValue if len == 0 => {
-                return Err(NarError::InvalidName {
-                    name: String::new(),
-                    reason: "empty",
-                })
-            }
-            Expect::EntryNameValue if len > MAX_NAME_LEN as u64 => {
-                return Err(NarError::NameTooLong { len })
-            }
+            Expect::EntryNameValue if len == 0 => return Err(NarError::InvalidName { name: String::new(), reason: "empty" }),
+            Expect::EntryNameValue if len > MAX_NAME_LEN as u64 => return Err(NarError::NameTooLong { len }),
             Expect::EntryNameValue => MAX_NAME_LEN as u64,
             _ => MAX_KEYWORD_LEN,
         };
@@ -309,10 +277,7 @@ impl NarParser {
         if want == 0 {
             return self.deliver(Some(Vec::new()));
         }
-        self.lex = Lex::Str {
-            buf: Vec::with_capacity(want),
-            want,
-        };
+        self.lex = Lex::Str { buf: Vec::with_capacity(want), want };
         Ok(())
     }
 
@@ -363,11 +328,7 @@ impl NarParser {
                 self.listing.open_directory();
                 Expect::DirField
             }
-            (Expect::RegularField | Expect::AfterContents, b"executable")
-                if !self.file.executable =>
-            {
-                Expect::ExecutableValue
-            }
+            (Expect::RegularField | Expect::AfterContents, b"executable") if !self.file.executable => Expect::ExecutableValue,
             (Expect::ExecutableValue, b"") => {
                 self.file.executable = true;
                 if self.file.has_contents {
@@ -412,10 +373,7 @@ impl NarParser {
 
     /// Checks a directory entry name and its order, and starts its listing.
     fn add_entry(&mut self, name: Vec<u8>) -> Result<(), NarError> {
-        let invalid = |reason| NarError::InvalidName {
-            name: excerpt_bytes(&name),
-            reason,
-        };
+        let invalid = |reason| NarError::InvalidName { name: excerpt_bytes(&name), reason };
         if name == b"." || name == b".." {
             return Err(invalid("'.' and '..' are not allowed"));
         }
@@ -432,17 +390,8 @@ impl NarParser {
         let first = match &dir.last_name {
             None => true,
             Some(prev) if name.as_slice() > prev.as_slice() => false,
-            Some(prev) if name == *prev => {
-                return Err(NarError::DuplicateEntry {
-                    name: excerpt_bytes(&name),
-                })
-            }
-            Some(prev) => {
-                return Err(NarError::Unsorted {
-                    previous: excerpt_bytes(prev),
-                    name: excerpt_bytes(&name),
-                })
-            }
+            Some(prev) if name == *prev => return Err(NarError::DuplicateEntry { name: excerpt_bytes(&name) }),
+            Some(prev) => return Err(NarError::Unsorted { previous: excerpt_bytes(prev), name: excerpt_bytes(&name) }),
         };
         self.listing.entry(&name, first);
         dir.last_name = Some(name);
@@ -465,8 +414,7 @@ impl NarParser {
 /// NAR errors come back as `InvalidData` wrapping the [`NarError`].
 impl std::io::Write for NarParser {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.feed(buf)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.feed(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(buf.len())
     }
 

@@ -47,16 +47,7 @@ fn listing(bytes: &[u8]) -> String {
 
 fn sample() -> Node {
     dir(vec![
-        (
-            b"bin",
-            dir(vec![(
-                b"hello",
-                Node::File {
-                    executable: true,
-                    data: b"#!/bin/sh\necho hello\n".to_vec(),
-                },
-            )]),
-        ),
+        (b"bin", dir(vec![(b"hello", Node::File { executable: true, data: b"#!/bin/sh\necho hello\n".to_vec() })])),
         (b"empty", file(b"")),
         (b"link", Node::Symlink(b"bin/hello".to_vec())),
         (b"one", file(b"x")),
@@ -70,14 +61,8 @@ fn hello_world_matches_the_doc() {
     assert_eq!(bytes.len(), 128);
     let s = parse(&bytes).unwrap();
     assert_eq!(s.nar_size, 128);
-    assert_eq!(
-        s.nar_hash.to_typed_nix32(),
-        "sha256:00zns3gj9hwz2a4b0i07y7nmxybq59lh24bl3xsxblcl6333mjil"
-    );
-    assert_eq!(
-        String::from_utf8(s.listing.unwrap()).unwrap(),
-        r#"{"version":1,"root":{"type":"regular","size":12,"narOffset":96}}"#
-    );
+    assert_eq!(s.nar_hash.to_typed_nix32(), "sha256:00zns3gj9hwz2a4b0i07y7nmxybq59lh24bl3xsxblcl6333mjil");
+    assert_eq!(String::from_utf8(s.listing.unwrap()).unwrap(), r#"{"version":1,"root":{"type":"regular","size":12,"narOffset":96}}"#);
 }
 
 #[test]
@@ -92,10 +77,7 @@ fn listing_of_a_tree() {
     assert_eq!(&bytes[400..421], b"#!/bin/sh\necho hello\n");
     assert_eq!(bytes[1024], b'x');
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(
-        json["root"]["entries"]["bin"]["entries"]["hello"]["size"],
-        21
-    );
+    assert_eq!(json["root"]["entries"]["bin"]["entries"]["hello"]["size"], 21);
 }
 
 #[test]
@@ -117,21 +99,8 @@ fn any_chunking_gives_the_same_result() {
 
 #[test]
 fn executable_after_contents_is_accepted() {
-    let bytes = tokens(&[
-        b"nix-archive-1",
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-        b"abc",
-        b"executable",
-        b"",
-        b")",
-    ]);
-    assert_eq!(
-        listing(&bytes),
-        r#"{"version":1,"root":{"type":"regular","size":3,"executable":true,"narOffset":96}}"#
-    );
+    let bytes = tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", b"abc", b"executable", b"", b")"]);
+    assert_eq!(listing(&bytes), r#"{"version":1,"root":{"type":"regular","size":3,"executable":true,"narOffset":96}}"#);
 }
 
 #[test]
@@ -156,14 +125,8 @@ fn rejects(bytes: &[u8]) -> NarError {
 fn rejects_bad_magic() {
     assert_eq!(rejects(&tokens(&[b"nix-archive-2"])), NarError::BadMagic);
     assert_eq!(rejects(&tokens(&[b"nix-archive"])), NarError::BadMagic);
-    assert_eq!(
-        rejects(b"\xff\xff\xff\xff\xff\xff\xff\xff"),
-        NarError::BadMagic
-    );
-    assert_eq!(
-        rejects(&tokens(&[b"tar"])).to_string(),
-        "not a NAR (bad magic)"
-    );
+    assert_eq!(rejects(b"\xff\xff\xff\xff\xff\xff\xff\xff"), NarError::BadMagic);
+    assert_eq!(rejects(&tokens(&[b"tar"])).to_string(), "not a NAR (bad magic)");
 }
 
 #[test]
@@ -173,19 +136,11 @@ fn rejects_unsorted_and_duplicate_entries() {
     let e = rejects(&nar(&dir(vec![(b"a", file(b"")), (b"a", file(b"x"))])));
     assert_eq!(e.to_string(), "duplicate directory entry 'a'");
     // Byte-wise order: 'B' (0x42) sorts before 'a' (0x61), "a" before "a-".
-    assert!(parse(&nar(&dir(vec![
-        (b"B", file(b"")),
-        (b"a", file(b"")),
-        (b"a-", file(b""))
-    ])))
-    .is_ok());
+    assert!(parse(&nar(&dir(vec![(b"B", file(b"")), (b"a", file(b"")), (b"a-", file(b""))]))).is_ok());
     let e = rejects(&nar(&dir(vec![(b"a", file(b"")), (b"B", file(b""))])));
     assert!(matches!(e, NarError::Unsorted { .. }));
     // Order is per directory: a nested directory starts afresh.
-    let nested = dir(vec![
-        (b"m", dir(vec![(b"z", file(b""))])),
-        (b"n", dir(vec![(b"a", file(b""))])),
-    ]);
+    let nested = dir(vec![(b"m", dir(vec![(b"z", file(b""))])), (b"n", dir(vec![(b"a", file(b""))]))]);
     assert!(parse(&nar(&nested)).is_ok());
 }
 
@@ -216,14 +171,8 @@ fn rejects_bad_names() {
 #[test]
 fn rejects_bad_symlinks() {
     assert_eq!(rejects(&nar(&Node::Symlink(vec![]))), NarError::EmptyTarget);
-    assert_eq!(
-        rejects(&nar(&Node::Symlink(vec![b'a'; MAX_TARGET_LEN + 1]))),
-        NarError::TargetTooLong { len: 4096 }
-    );
-    assert_eq!(
-        rejects(&nar(&Node::Symlink(b"a\0b".to_vec()))),
-        NarError::TargetHasNul
-    );
+    assert_eq!(rejects(&nar(&Node::Symlink(vec![b'a'; MAX_TARGET_LEN + 1]))), NarError::TargetTooLong { len: 4096 });
+    assert_eq!(rejects(&nar(&Node::Symlink(b"a\0b".to_vec()))), NarError::TargetHasNul);
     assert!(parse(&nar(&Node::Symlink(vec![b'a'; MAX_TARGET_LEN]))).is_ok());
 }
 
@@ -246,8 +195,7 @@ fn rejects_every_truncation() {
     let bytes = nar(&sample());
     for cut in 0..bytes.len() {
         let mut p = NarParser::new();
-        p.feed(&bytes[..cut])
-            .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        p.feed(&bytes[..cut]).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
         match p.finish() {
             Err(NarError::Truncated { offset, .. }) => assert_eq!(offset, cut as u64),
             other => panic!("cut {cut}: {other:?}"),
@@ -255,11 +203,7 @@ fn rejects_every_truncation() {
     }
     let mut p = NarParser::new();
     p.feed(&bytes[..100]).unwrap();
-    assert!(p
-        .finish()
-        .unwrap_err()
-        .to_string()
-        .starts_with("NAR is incomplete"));
+    assert!(p.finish().unwrap_err().to_string().starts_with("NAR is incomplete"));
 }
 
 #[test]
@@ -268,9 +212,7 @@ fn rejects_trailing_bytes() {
     let len = bytes.len() as u64;
     bytes.push(0);
     assert_eq!(rejects(&bytes), NarError::TrailingBytes { offset: len });
-    assert!(rejects(&bytes)
-        .to_string()
-        .starts_with("trailing bytes after the archive"));
+    assert!(rejects(&bytes).to_string().starts_with("trailing bytes after the archive"));
     // Trailing bytes in a later call are rejected too.
     let mut p = NarParser::new();
     p.feed(&nar(&sample())).unwrap();
@@ -288,125 +230,37 @@ fn rejects_structural_errors() {
         // regular without contents
         tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b")"]),
         // executable twice
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"regular",
-            b"executable",
-            b"",
-            b"executable",
-            b"",
-            b"contents",
-            b"",
-            b")",
-        ]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"executable", b"", b"executable", b"", b"contents", b"", b")"]),
         // contents twice
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"",
-            b"contents",
-            b"",
-            b")",
-        ]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents", b"", b"contents", b"", b")"]),
         // a field of another type
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"regular",
-            b"target",
-            b"x",
-            b")",
-        ]),
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"symlink",
-            b"contents",
-            b"x",
-            b")",
-        ]),
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"directory",
-            b"contents",
-            b"x",
-            b")",
-        ]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"target", b"x", b")"]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"symlink", b"contents", b"x", b")"]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"directory", b"contents", b"x", b")"]),
         // entry without "node"
-        tokens(&[
-            b"nix-archive-1",
-            b"(",
-            b"type",
-            b"directory",
-            b"entry",
-            b"(",
-            b"name",
-            b"a",
-            b"(",
-            b"type",
-        ]),
+        tokens(&[b"nix-archive-1", b"(", b"type", b"directory", b"entry", b"(", b"name", b"a", b"(", b"type"]),
         // two root nodes
-        [
-            nar(&file(b"")),
-            tokens(&[b"(", b"type", b"regular", b"contents", b"", b")"]),
-        ]
-        .concat(),
+        [nar(&file(b"")), tokens(&[b"(", b"type", b"regular", b"contents", b"", b")"])].concat(),
     ];
     for (i, bytes) in cases.iter().enumerate() {
         let e = rejects(bytes);
-        assert!(
-            matches!(
-                e,
-                NarError::Unexpected { .. } | NarError::TrailingBytes { .. }
-            ),
-            "case {i}: {e}"
-        );
+        assert!(matches!(e, NarError::Unexpected { .. } | NarError::TrailingBytes { .. }), "case {i}: {e}");
     }
     let e = rejects(&tokens(&[b"nix-archive-1", b"(", b"type", b"fifo"]));
-    assert_eq!(
-        e.to_string(),
-        "at byte 56: expected 'regular', 'symlink' or 'directory', found 'fifo'"
-    );
-    let e = rejects(&tokens(&[
-        b"nix-archive-1",
-        b"(",
-        b"type",
-        b"regular",
-        b"executable",
-        b"x",
-    ]));
+    assert_eq!(e.to_string(), "at byte 56: expected 'regular', 'symlink' or 'directory', found 'fifo'");
+    let e = rejects(&tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"executable", b"x"]));
     assert_eq!(e, NarError::ExecutableNotEmpty);
 }
 
 #[test]
 fn huge_lengths_are_rejected_without_allocating() {
-    let mut bytes = tokens(&[
-        b"nix-archive-1",
-        b"(",
-        b"type",
-        b"directory",
-        b"entry",
-        b"(",
-        b"name",
-    ]);
+    let mut bytes = tokens(&[b"nix-archive-1", b"(", b"type", b"directory", b"entry", b"(", b"name"]);
     bytes.extend_from_slice(&u64::MAX.to_le_bytes());
     assert_eq!(rejects(&bytes), NarError::NameTooLong { len: u64::MAX });
     let mut bytes = tokens(&[b"nix-archive-1", b"("]);
     bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
     let e = rejects(&bytes);
-    assert_eq!(
-        e.to_string(),
-        "at byte 40: expected 'type', found a 1099511627776-byte string"
-    );
+    assert_eq!(e.to_string(), "at byte 40: expected 'type', found a 1099511627776-byte string");
     // A file claiming u64::MAX bytes is fine until the stream ends.
     let mut bytes = tokens(&[b"nix-archive-1", b"(", b"type", b"regular", b"contents"]);
     bytes.extend_from_slice(&u64::MAX.to_le_bytes());

@@ -4,7 +4,10 @@
 /// A file system tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
-    File { executable: bool, data: Vec<u8> },
+    File {
+        executable: bool,
+        data: Vec<u8>,
+    },
     Symlink(Vec<u8>),
     /// Entries as given: a valid NAR needs them sorted by name, without duplicates.
     Directory(Vec<(Vec<u8>, Node)>),

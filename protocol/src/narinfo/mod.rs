@@ -67,11 +67,7 @@ pub enum NarInfoError {
     #[error("line {line}: duplicate field {field}")]
     Duplicate { line: usize, field: &'static str },
     #[error("line {line}: invalid {field}: {reason}")]
-    InvalidField {
-        line: usize,
-        field: &'static str,
-        reason: String,
-    },
+    InvalidField { line: usize, field: &'static str, reason: String },
     #[error("missing field {0}")]
     Missing(&'static str),
     #[error("NarSize must be greater than 0")]
@@ -86,18 +82,8 @@ pub enum NarInfoError {
 
 /// Fields that may appear at most once. (`References` has nix's own rule;
 /// `Sig` may repeat.)
-const SINGLE_FIELDS: [&str; 10] = [
-    "StorePath",
-    "URL",
-    "Compression",
-    "FileHash",
-    "FileSize",
-    "NarHash",
-    "NarSize",
-    "Deriver",
-    "System",
-    "CA",
-];
+const SINGLE_FIELDS: [&str; 10] =
+    ["StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize", "Deriver", "System", "CA"];
 
 impl NarInfo {
     /// Parses a narinfo. Unknown keys are ignored, as nix does.
@@ -139,11 +125,7 @@ impl NarInfo {
                 .and_then(|(k, rest)| Some((k, rest.strip_prefix(' ')?)))
                 .filter(|(k, _)| !k.is_empty())
                 .ok_or(NarInfoError::Syntax { line })?;
-            let invalid = |field: &'static str, reason: String| NarInfoError::InvalidField {
-                line,
-                field,
-                reason,
-            };
+            let invalid = |field: &'static str, reason: String| NarInfoError::InvalidField { line, field, reason };
             if let Some(&field) = SINGLE_FIELDS.iter().find(|f| **f == key) {
                 if !seen.insert(field) {
                     return Err(NarInfoError::Duplicate { line, field });
@@ -151,9 +133,7 @@ impl NarInfo {
             }
             match key {
                 "StorePath" => {
-                    store_path = Some(
-                        StorePath::parse(value).map_err(|e| invalid("StorePath", e.to_string()))?,
-                    );
+                    store_path = Some(StorePath::parse(value).map_err(|e| invalid("StorePath", e.to_string()))?);
                 }
                 "URL" => {
                     if value.is_empty() {
@@ -166,57 +146,36 @@ impl NarInfo {
                     compression = Some(if value.is_empty() {
                         Compression::Bzip2
                     } else {
-                        Compression::from_name(value).ok_or_else(|| {
-                            invalid(
-                                "Compression",
-                                format!("unknown method '{}'", excerpt(value)),
-                            )
-                        })?
+                        Compression::from_name(value)
+                            .ok_or_else(|| invalid("Compression", format!("unknown method '{}'", excerpt(value))))?
                     });
                 }
                 "FileHash" => {
-                    file_hash = Some(
-                        Sha256Hash::parse_typed(value)
-                            .map_err(|e| invalid("FileHash", e.to_string()))?,
-                    );
+                    file_hash = Some(Sha256Hash::parse_typed(value).map_err(|e| invalid("FileHash", e.to_string()))?);
                 }
-                "FileSize" => {
-                    file_size = Some(parse_u64(value).map_err(|r| invalid("FileSize", r))?)
-                }
+                "FileSize" => file_size = Some(parse_u64(value).map_err(|r| invalid("FileSize", r))?),
                 "NarHash" => {
-                    nar_hash = Some(
-                        Sha256Hash::parse_typed(value)
-                            .map_err(|e| invalid("NarHash", e.to_string()))?,
-                    );
+                    nar_hash = Some(Sha256Hash::parse_typed(value).map_err(|e| invalid("NarHash", e.to_string()))?);
                 }
                 "NarSize" => nar_size = Some(parse_u64(value).map_err(|r| invalid("NarSize", r))?),
                 "References" => {
                     // Nix's rule: a References line after one with content is
                     // corrupt; an empty one may be followed by another.
                     if !references.is_empty() {
-                        return Err(invalid(
-                            "References",
-                            "given twice (a second References line after one with paths)".into(),
-                        ));
+                        return Err(invalid("References", "given twice (a second References line after one with paths)".into()));
                     }
                     for base in value.split(' ').filter(|s| !s.is_empty()) {
                         if references.len() == MAX_REFERENCES {
                             return Err(NarInfoError::TooManyReferences);
                         }
-                        references.push(
-                            StorePath::from_base_name(base)
-                                .map_err(|e| invalid("References", e.to_string()))?,
-                        );
+                        references.push(StorePath::from_base_name(base).map_err(|e| invalid("References", e.to_string()))?);
                     }
                 }
                 // "unknown-deriver" means none, as does an empty System or CA.
                 "Deriver" if value == "unknown-deriver" => {}
                 "System" | "CA" if value.is_empty() => {}
                 "Deriver" => {
-                    deriver = Some(
-                        StorePath::from_base_name(value)
-                            .map_err(|e| invalid("Deriver", e.to_string()))?,
-                    );
+                    deriver = Some(StorePath::from_base_name(value).map_err(|e| invalid("Deriver", e.to_string()))?);
                 }
                 "System" => system = Some(value.to_string()),
                 "Sig" if sigs.len() == MAX_SIGNATURES => {
@@ -327,9 +286,7 @@ impl NarInfo {
     /// True if one of the `Sig` values is a valid signature by `key`.
     pub fn is_signed_by(&self, key: &PublicKey) -> bool {
         let fingerprint = self.fingerprint();
-        self.sigs
-            .iter()
-            .any(|sig| key.verify(fingerprint.as_bytes(), sig))
+        self.sigs.iter().any(|sig| key.verify(fingerprint.as_bytes(), sig))
     }
 
     /// Keeps only the signatures by keys named in `key_names`.
@@ -343,9 +300,7 @@ fn parse_u64(value: &str) -> Result<u64, String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("'{}' is not a decimal number", excerpt(value)));
     }
-    value
-        .parse()
-        .map_err(|_| format!("'{}' is too large", excerpt(value)))
+    value.parse().map_err(|_| format!("'{}' is too large", excerpt(value)))
 }
 
 /// Checks a content address the way nix 2.8 parses one:

@@ -98,10 +98,7 @@ References:
 "
     );
     let empty_compression = format!("{MINIMAL}Compression: \n");
-    assert_eq!(
-        NarInfo::parse(&empty_compression).unwrap().compression,
-        Compression::Bzip2
-    );
+    assert_eq!(NarInfo::parse(&empty_compression).unwrap().compression, Compression::Bzip2);
     let unknown = format!("{MINIMAL}Deriver: unknown-deriver\nSystem: \nX-Unknown: whatever: x\n");
     let info = NarInfo::parse(&unknown).unwrap();
     assert_eq!(info.deriver, None);
@@ -114,101 +111,49 @@ References:
 
 #[test]
 fn other_hash_forms_are_read_and_rewritten_as_nix32() {
-    let hex = MINIMAL.replace(
-        "sha256:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8",
-        "sha256:68f93589dac..",
-    );
+    let hex = MINIMAL.replace("sha256:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8", "sha256:68f93589dac..");
     assert!(NarInfo::parse(&hex).is_err());
     let canonical = NarInfo::parse(MINIMAL).unwrap();
-    for form in [
-        canonical.nar_hash.to_sri(),
-        format!("sha256:{}", canonical.nar_hash.to_hex()),
-    ] {
+    for form in [canonical.nar_hash.to_sri(), format!("sha256:{}", canonical.nar_hash.to_hex())] {
         let text = MINIMAL.replace(&canonical.nar_hash.to_typed_nix32(), &form);
         let info = NarInfo::parse(&text).unwrap();
         assert_eq!(info.nar_hash, canonical.nar_hash);
         assert_eq!(info.fingerprint(), canonical.fingerprint());
     }
     let bare = MINIMAL.replace("sha256:1k6h", "1k6h");
-    assert!(
-        err(&bare).starts_with("line 3: invalid NarHash"),
-        "{}",
-        err(&bare)
-    );
+    assert!(err(&bare).starts_with("line 3: invalid NarHash"), "{}", err(&bare));
 }
 
 #[test]
 fn strict_line_syntax() {
-    assert_eq!(
-        err(&PKG.replace('\n', "\r\n")),
-        "line 1: carriage return found; lines must end with LF only"
-    );
+    assert_eq!(err(&PKG.replace('\n', "\r\n")), "line 1: carriage return found; lines must end with LF only");
     assert!(err(&MINIMAL.replace("NarSize: 1616\n", "NarSize: 1616\r\n")).starts_with("line 4:"));
-    assert_eq!(
-        err(MINIMAL.trim_end_matches('\n')),
-        "the last line does not end with a newline"
-    );
-    assert_eq!(
-        err(&MINIMAL.replace("URL: nar", "URL:nar")),
-        "line 2: expected 'Key: value'"
-    );
-    assert_eq!(
-        err(&MINIMAL.replace("URL: nar/x.nar\n", "URL nar/x.nar\n")),
-        "line 2: expected 'Key: value'"
-    );
-    assert_eq!(
-        err(&MINIMAL.replace("URL: nar/x.nar\n", "URL: nar/x.nar\n\n")),
-        "line 3: blank lines are not allowed"
-    );
-    assert_eq!(
-        err(&format!("\n{MINIMAL}")),
-        "line 1: blank lines are not allowed"
-    );
-    assert_eq!(
-        err(&format!("{MINIMAL}: x\n")),
-        "line 5: expected 'Key: value'"
-    );
-    assert!(err(&MINIMAL.replace("NarSize: 1616", "NarSize:  1616"))
-        .starts_with("line 4: invalid NarSize"));
+    assert_eq!(err(MINIMAL.trim_end_matches('\n')), "the last line does not end with a newline");
+    assert_eq!(err(&MINIMAL.replace("URL: nar", "URL:nar")), "line 2: expected 'Key: value'");
+    assert_eq!(err(&MINIMAL.replace("URL: nar/x.nar\n", "URL nar/x.nar\n")), "line 2: expected 'Key: value'");
+    assert_eq!(err(&MINIMAL.replace("URL: nar/x.nar\n", "URL: nar/x.nar\n\n")), "line 3: blank lines are not allowed");
+    assert_eq!(err(&format!("\n{MINIMAL}")), "line 1: blank lines are not allowed");
+    assert_eq!(err(&format!("{MINIMAL}: x\n")), "line 5: expected 'Key: value'");
+    assert!(err(&MINIMAL.replace("NarSize: 1616", "NarSize:  1616")).starts_with("line 4: invalid NarSize"));
 }
 
 #[test]
 fn required_fields() {
     assert_eq!(err(""), "missing field StorePath");
-    let without = |key: &str| -> String {
-        MINIMAL
-            .lines()
-            .filter(|l| !l.starts_with(key))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    };
+    let without = |key: &str| -> String { MINIMAL.lines().filter(|l| !l.starts_with(key)).map(|l| format!("{l}\n")).collect() };
     assert_eq!(err(&without("StorePath")), "missing field StorePath");
     assert_eq!(err(&without("URL")), "missing field URL");
     assert_eq!(err(&without("NarHash")), "missing field NarHash");
     assert_eq!(err(&without("NarSize")), "missing field NarSize");
-    assert_eq!(
-        err(&MINIMAL.replace("NarSize: 1616", "NarSize: 0")),
-        "NarSize must be greater than 0"
-    );
-    assert_eq!(
-        err(&MINIMAL.replace("URL: nar/x.nar", "URL: ")),
-        "line 2: invalid URL: must not be empty"
-    );
+    assert_eq!(err(&MINIMAL.replace("NarSize: 1616", "NarSize: 0")), "NarSize must be greater than 0");
+    assert_eq!(err(&MINIMAL.replace("URL: nar/x.nar", "URL: ")), "line 2: invalid URL: must not be empty");
 }
 
 #[test]
 fn invalid_values() {
     for (from, to, prefix) in [
-        (
-            "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg",
-            "/nix/store/7isza30lf8nmh888vlbr001s5r63llie-pkg",
-            "line 1: invalid StorePath",
-        ),
-        (
-            "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg",
-            "/tmp/7isza30lf8nmh888vlbr001s5r63llif-pkg",
-            "line 1: invalid StorePath",
-        ),
+        ("/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg", "/nix/store/7isza30lf8nmh888vlbr001s5r63llie-pkg", "line 1: invalid StorePath"),
+        ("/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg", "/tmp/7isza30lf8nmh888vlbr001s5r63llif-pkg", "line 1: invalid StorePath"),
         (
             "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg",
             "/nix/store/7isza30lf8nmh888vlbr001s5r63llif-p kg",
@@ -216,11 +161,7 @@ fn invalid_values() {
         ),
         ("NarSize: 1616", "NarSize: -1", "line 4: invalid NarSize"),
         ("NarSize: 1616", "NarSize: +1", "line 4: invalid NarSize"),
-        (
-            "NarSize: 1616",
-            "NarSize: 99999999999999999999",
-            "line 4: invalid NarSize",
-        ),
+        ("NarSize: 1616", "NarSize: 99999999999999999999", "line 4: invalid NarSize"),
         ("NarSize: 1616", "NarSize: 1616 ", "line 4: invalid NarSize"),
     ] {
         let e = err(&MINIMAL.replace(from, to));
@@ -236,10 +177,7 @@ fn invalid_values() {
         ("Sig: k:c2hvcnQ=\n", "line 5: invalid Sig"),
         ("CA: fixed:r:sha256:zz\n", "line 5: invalid CA"),
         ("CA: nonsense\n", "line 5: invalid CA"),
-        (
-            "CA: text:sha1:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8\n",
-            "line 5: invalid CA",
-        ),
+        ("CA: text:sha1:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8\n", "line 5: invalid CA"),
     ] {
         let e = err(&format!("{MINIMAL}{line}"));
         assert!(e.starts_with(prefix), "{line}: {e}");
@@ -248,31 +186,17 @@ fn invalid_values() {
 
 #[test]
 fn duplicates() {
-    let two_refs = format!(
-        "{MINIMAL}References: 7isza30lf8nmh888vlbr001s5r63llif-pkg\nReferences: 7isza30lf8nmh888vlbr001s5r63llif-pkg\n"
-    );
+    let two_refs = format!("{MINIMAL}References: 7isza30lf8nmh888vlbr001s5r63llif-pkg\nReferences: 7isza30lf8nmh888vlbr001s5r63llif-pkg\n");
     assert!(err(&two_refs).starts_with("line 6: invalid References: given twice"));
     // An empty References line followed by one with content is fine (as in nix).
-    let empty_then_full =
-        format!("{MINIMAL}References: \nReferences: 7isza30lf8nmh888vlbr001s5r63llif-pkg\n");
-    assert_eq!(
-        NarInfo::parse(&empty_then_full).unwrap().references.len(),
-        1
-    );
+    let empty_then_full = format!("{MINIMAL}References: \nReferences: 7isza30lf8nmh888vlbr001s5r63llif-pkg\n");
+    assert_eq!(NarInfo::parse(&empty_then_full).unwrap().references.len(), 1);
     let two_ca = format!(
         "{MINIMAL}CA: fixed:r:sha256:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8\nCA: fixed:r:sha256:1k6hksdlj97h120jbxwxhf5pqilpcnbsbrh0lyy441p3cy4kbyb8\n"
     );
     assert_eq!(err(&two_ca), "line 6: duplicate field CA");
-    assert_eq!(
-        err(&format!("{MINIMAL}URL: nar/y.nar\n")),
-        "line 5: duplicate field URL"
-    );
-    assert_eq!(
-        err(&format!(
-            "{MINIMAL}StorePath: /nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg\n"
-        )),
-        "line 5: duplicate field StorePath"
-    );
+    assert_eq!(err(&format!("{MINIMAL}URL: nar/y.nar\n")), "line 5: duplicate field URL");
+    assert_eq!(err(&format!("{MINIMAL}StorePath: /nix/store/7isza30lf8nmh888vlbr001s5r63llif-pkg\n")), "line 5: duplicate field StorePath");
 }
 
 #[test]
@@ -287,14 +211,7 @@ fn content_addresses() {
     ] {
         assert_eq!(check_content_address(ok), Ok(()), "{ok}");
     }
-    for bad in [
-        "text:",
-        "fixed:r:",
-        "fixed:sha256",
-        "fixed:sha256:",
-        "fixed:r:sha3:00",
-        "fixed:r:r:sha256:1k6h",
-    ] {
+    for bad in ["text:", "fixed:r:", "fixed:sha256", "fixed:sha256:", "fixed:r:sha3:00", "fixed:r:r:sha256:1k6h"] {
         assert!(check_content_address(bad).is_err(), "{bad}");
     }
 }
@@ -306,11 +223,7 @@ fn sign_and_verify() {
     assert!(!info.is_signed_by(&key.public_key()));
     info.sign(&key);
     info.sign(&key);
-    assert_eq!(
-        info.sigs.len(),
-        2,
-        "the test-cache-1 sig stays, ours is replaced"
-    );
+    assert_eq!(info.sigs.len(), 2, "the test-cache-1 sig stays, ours is replaced");
     assert!(info.is_signed_by(&key.public_key()));
     // The signature survives a render/parse round trip.
     let again = NarInfo::parse(&info.render()).unwrap();

@@ -27,7 +27,9 @@ async fn sign_up_push_and_substitute_privately_through_the_api(server: &TestServ
     let nix = Nix::new(server.dir.path());
     let top = nix.build_chain().await;
     nix.use_token(Some(&write));
-    nix.run("nix", &["copy", "--to", &server.cache_url("alice-private"), &top], "").await.expect_success("push with an API-made write token");
+    nix.run("nix", &["copy", "--to", &server.cache_url("alice-private"), &top], "")
+        .await
+        .expect_success("push with an API-made write token");
 
     let (read_id, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read", "expires_in": 86400})).await;
     nix.use_token(Some(&read));
@@ -85,9 +87,11 @@ async fn accounts_cannot_see_or_touch_each_others_caches(server: &TestServer) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Mallory's own personal admin token opens nothing of Alice's on the binary cache.
     let (_, token) = mallory.token(json!({"kind": "personal", "permission": "admin"})).await;
-    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("alice-secret"))).basic_auth("x", Some(&token)).send().await.unwrap();
+    let response =
+        server.http.get(format!("{}/nix-cache-info", server.cache_url("alice-secret"))).basic_auth("x", Some(&token)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("mallory-own"))).basic_auth("x", Some(&token)).send().await.unwrap();
+    let response =
+        server.http.get(format!("{}/nix-cache-info", server.cache_url("mallory-own"))).basic_auth("x", Some(&token)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // Nor can Mallory revoke Alice's tokens.
     let (alice_token_id, _) = alice.token(json!({"kind": "cache", "cache": "alice-secret", "permission": "read"})).await;
@@ -111,11 +115,23 @@ async fn bad_account_input_is_refused_with_stable_codes(server: &TestServer) {
         (json!({"username": "bob", "email": "ALICE@example.com", "password": "a fine long password"}), StatusCode::CONFLICT, "conflict"),
         (json!({"username": "bob", "email": "bob@example.com", "password": "short"}), StatusCode::BAD_REQUEST, "bad_request"),
         (json!({"username": "bob", "email": "bob@example.com", "password": "x".repeat(300)}), StatusCode::BAD_REQUEST, "bad_request"),
-        (json!({"username": "Bob!", "email": "bob@example.com", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            json!({"username": "Bob!", "email": "bob@example.com", "password": "a fine long password"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (json!({"username": "bob", "email": "not-an-email", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
-        (json!({"username": "b".repeat(100), "email": "bob@example.com", "password": "a fine long password"}), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            json!({"username": "b".repeat(100), "email": "bob@example.com", "password": "a fine long password"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (json!({"username": "bob", "email": "bob@example.com"}), StatusCode::BAD_REQUEST, "bad_request"),
-        (json!({"username": "bob", "email": "bob@example.com", "password": "a fine long password", "admin": true}), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            json!({"username": "bob", "email": "bob@example.com", "password": "a fine long password", "admin": true}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, error) = anonymous.post("/accounts", body.clone()).await;
@@ -206,7 +222,8 @@ async fn password_change_logout_and_account_deletion(server: &TestServer) {
     assert_eq!(server.count_rows("accounts").await, 0);
     assert_eq!(server.count_rows("caches").await, 0, "the account's caches went with it");
     assert_eq!(server.count_rows("tokens").await, 0, "and its tokens");
-    let response = server.http.get(format!("{}/nix-cache-info", server.cache_url("carol-cache"))).bearer_auth(&cache_token).send().await.unwrap();
+    let response =
+        server.http.get(format!("{}/nix-cache-info", server.cache_url("carol-cache"))).bearer_auth(&cache_token).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 

@@ -70,11 +70,7 @@ async fn stored(server: &TestServer) -> Stored {
 /// aborted in the background, so the state gets a moment (2 s) to settle; anything still
 /// there after that is a failure.
 #[track_caller]
-fn assert_nothing_stored<'a>(
-    server: &'a TestServer,
-    before: &'a Stored,
-    what: &'a str,
-) -> impl std::future::Future<Output = ()> + 'a {
+fn assert_nothing_stored<'a>(server: &'a TestServer, before: &'a Stored, what: &'a str) -> impl std::future::Future<Output = ()> + 'a {
     let caller = std::panic::Location::caller();
     async move {
         let mut now = stored(server).await;
@@ -85,10 +81,7 @@ fn assert_nothing_stored<'a>(
             tokio::time::sleep(Duration::from_millis(100)).await;
             now = stored(server).await;
         }
-        panic!(
-            "{what}: something was stored ({caller}, {:?})\nbefore: {before:#?}\nafter:  {now:#?}",
-            server.backend
-        );
+        panic!("{what}: something was stored ({caller}, {:?})\nbefore: {before:#?}\nafter:  {now:#?}", server.backend);
     }
 }
 
@@ -483,12 +476,7 @@ async fn truncated_and_empty_bodies_are_never_stored(server: &TestServer) {
         let head_text = request_head(server, "PUT", &target, Some(&token), Some(path.nar.len()));
         let answer = raw_exchange(server, &head_text, &path.nar[..sent], true).await;
         if let Some(answer) = &answer {
-            assert!(
-                (400..500).contains(&answer.status),
-                "{what}: the server answered {} with body {:?}",
-                answer.status,
-                answer.body
-            );
+            assert!((400..500).contains(&answer.status), "{what}: the server answered {} with body {:?}", answer.status, answer.body);
         }
         // The handler may still be finishing after the connection closed.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -567,11 +555,7 @@ async fn malformed_narinfos_are_rejected(server: &TestServer) {
             replace_line(&good, "StorePath", &format!("StorePath: /nix/store/{e_hash}-{name}")),
         ),
         ("'URL:' without a space", own.clone(), replace_line(&good, "URL", &url_line.replacen("URL: ", "URL:", 1))),
-        (
-            "NarHash without its sha256: prefix",
-            own.clone(),
-            replace_line(&good, "NarHash", &nar_hash_line.replacen("sha256:", "", 1)),
-        ),
+        ("NarHash without its sha256: prefix", own.clone(), replace_line(&good, "NarHash", &nar_hash_line.replacen("sha256:", "", 1))),
         ("a blank line", own.clone(), good.replacen('\n', "\n\n", 1)),
         ("a duplicate NarSize", own.clone(), format!("{good}NarSize: {}\n", path.nar.len())),
         ("URL outside nar/", own.clone(), replace_line(&good, "URL", &url_line.replacen("URL: nar/", "URL: ../", 1))),
@@ -766,7 +750,9 @@ async fn unknown_and_private_caches_answer_alike(server: &TestServer) {
     }
 
     for (who, auth) in [("anonymous", Auth::Anonymous), ("another cache's read token", Auth::Bearer(&other_read))] {
-        for file in ["nix-cache-info", narinfo_file.as_str(), nar_url.as_str(), "nar/0000000000000000000000000000000000000000000000000000.nar"] {
+        for file in
+            ["nix-cache-info", narinfo_file.as_str(), nar_url.as_str(), "nar/0000000000000000000000000000000000000000000000000000.nar"]
+        {
             for method in [Method::GET, Method::HEAD] {
                 let mut answers = Vec::new();
                 for cache in ["nosuchcache", secret.name.as_str()] {
@@ -878,4 +864,3 @@ async fn repeated_uploads_are_idempotent(server: &TestServer) {
     let bytes = response.bytes().await.expect("NAR body");
     assert_eq!(bytes.as_ref(), path.nar.as_slice(), "the NAR served back");
 }
-

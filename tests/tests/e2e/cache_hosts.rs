@@ -51,8 +51,10 @@ async fn each_private_cache_on_its_own_host(server: &TestServer) {
     assert!(!refused.success, "a revoked token still reads through its cache host");
     let (_, second_token, _, _) = &reads[1];
     // Path-based URLs keep working beside the host names.
-    let path_based = server.http.get(format!("{}/first-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
+    let path_based =
+        server.http.get(format!("{}/first-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
     assert_eq!(path_based.status(), 401, "the second cache's token does not open the first cache");
-    let path_based = server.http.get(format!("{}/second-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
+    let path_based =
+        server.http.get(format!("{}/second-team/nix-cache-info", server.base_url)).bearer_auth(second_token).send().await.unwrap();
     assert_eq!(path_based.status(), 200);
 }

@@ -123,22 +123,70 @@ async fn every_route_for_every_caller(server: &TestServer) {
         (Method::GET, "/api/v1/caches/target/keys".into(), None, Needs::Read, StatusCode::OK),
         (Method::POST, "/api/v1/caches/target/keys".into(), None, Needs::Admin, StatusCode::CREATED),
         (Method::DELETE, "/api/v1/caches/target/keys/target-9".into(), None, Needs::Admin, StatusCode::NOT_FOUND),
-        (Method::POST, "/api/v1/caches/target/public-keys".into(), Some(br#"{"public_key":"x-1:iOhYVo9K9bOKL5FU79DypZN103FPj9iXGFcVUVX2tIQ="}"#.to_vec()), Needs::Admin, StatusCode::CONFLICT),
-        (Method::POST, "/api/v1/caches/target/secret-key".into(), Some(br#"{"secret_key":"not a key"}"#.to_vec()), Needs::Admin, StatusCode::BAD_REQUEST),
+        (
+            Method::POST,
+            "/api/v1/caches/target/public-keys".into(),
+            Some(br#"{"public_key":"x-1:iOhYVo9K9bOKL5FU79DypZN103FPj9iXGFcVUVX2tIQ="}"#.to_vec()),
+            Needs::Admin,
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            "/api/v1/caches/target/secret-key".into(),
+            Some(br#"{"secret_key":"not a key"}"#.to_vec()),
+            Needs::Admin,
+            StatusCode::BAD_REQUEST,
+        ),
         (Method::PUT, "/api/v1/caches/target/signing-mode".into(), Some(br#"{"mode":"server"}"#.to_vec()), Needs::Admin, StatusCode::OK),
         (Method::GET, "/api/v1/caches".into(), None, Needs::Account, StatusCode::OK),
         (Method::GET, "/api/v1/tokens".into(), None, Needs::Account, StatusCode::OK),
         (Method::GET, "/api/v1/account".into(), None, Needs::Account, StatusCode::OK),
-        (Method::POST, "/api/v1/tokens".into(), Some(br#"{"kind":"cache","cache":"target","permission":"read"}"#.to_vec()), Needs::AccountOnTarget, StatusCode::CREATED),
-        (Method::POST, "/api/v1/tokens".into(), Some(br#"{"kind":"personal","caches":["target"],"permission":"read"}"#.to_vec()), Needs::AccountOnTarget, StatusCode::CREATED),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(br#"{"kind":"cache","cache":"target","permission":"read"}"#.to_vec()),
+            Needs::AccountOnTarget,
+            StatusCode::CREATED,
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(br#"{"kind":"personal","caches":["target"],"permission":"read"}"#.to_vec()),
+            Needs::AccountOnTarget,
+            StatusCode::CREATED,
+        ),
         // Mallory's own account: her answers, never alice's things.
         (Method::DELETE, format!("/api/v1/tokens/{read_id}"), None, Needs::Account, StatusCode::NOT_FOUND),
-        (Method::POST, "/api/v1/caches".into(), Some(br#"{"name":"mallory-new","public":false}"#.to_vec()), Needs::Account, StatusCode::CREATED),
-        (Method::PUT, "/api/v1/account/password".into(), Some(br#"{"current_password":"not it at all","new_password":"a new long passphrase"}"#.to_vec()), Needs::Account, StatusCode::BAD_REQUEST),
+        (
+            Method::POST,
+            "/api/v1/caches".into(),
+            Some(br#"{"name":"mallory-new","public":false}"#.to_vec()),
+            Needs::Account,
+            StatusCode::CREATED,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/account/password".into(),
+            Some(br#"{"current_password":"not it at all","new_password":"a new long passphrase"}"#.to_vec()),
+            Needs::Account,
+            StatusCode::BAD_REQUEST,
+        ),
         (Method::DELETE, "/api/v1/account".into(), Some(br#"{"confirm":"alice"}"#.to_vec()), Needs::Account, StatusCode::BAD_REQUEST),
         (Method::DELETE, "/api/v1/sessions/current".into(), None, Needs::Account, StatusCode::BAD_REQUEST),
-        (Method::POST, "/api/v1/sessions".into(), Some(br#"{"username":"alice","password":"not the password"}"#.to_vec()), Needs::Open, StatusCode::UNAUTHORIZED),
-        (Method::POST, "/api/v1/accounts".into(), Some(br#"{"username":"alice","email":"x@example.com","password":"correct horse battery"}"#.to_vec()), Needs::Open, StatusCode::CONFLICT),
+        (
+            Method::POST,
+            "/api/v1/sessions".into(),
+            Some(br#"{"username":"alice","password":"not the password"}"#.to_vec()),
+            Needs::Open,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts".into(),
+            Some(br#"{"username":"alice","email":"x@example.com","password":"correct horse battery"}"#.to_vec()),
+            Needs::Open,
+            StatusCode::CONFLICT,
+        ),
     ];
 
     for (method, path, body, needs, ok) in &routes {
@@ -167,7 +215,8 @@ async fn every_route_for_every_caller(server: &TestServer) {
     }
     let (status, _) = send(server, Method::DELETE, &format!("/api/v1/tokens/{read_id}"), None, Some(&mallory_personal)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "mallory revoking alice's token");
-    let (status, _) = send(server, Method::GET, "/target/nix-cache-info", None, Some(&server_token(server, "target", Permission::Read).await)).await;
+    let (status, _) =
+        send(server, Method::GET, "/target/nix-cache-info", None, Some(&server_token(server, "target", Permission::Read).await)).await;
     assert_eq!(status, StatusCode::OK, "alice's tokens still work after all that");
 }
 

@@ -77,7 +77,8 @@ async fn rotation_keeps_every_client_working_until_retirement(server: &TestServe
     nix.use_token(Some(&write));
     nix.run("nix", &["copy", "--to", &server.cache_url("rotating"), &other], "").await.expect_success("push after rotation");
     let other_hash = hash_part(&other);
-    let text = server.http.get(format!("{}/{other_hash}.narinfo", server.cache_url("rotating"))).send().await.unwrap().text().await.unwrap();
+    let text =
+        server.http.get(format!("{}/{other_hash}.narinfo", server.cache_url("rotating"))).send().await.unwrap().text().await.unwrap();
     assert_eq!(text.lines().filter(|l| l.starts_with("Sig: ")).collect::<Vec<_>>().len(), 1, "{text}");
     assert!(text.contains("Sig: rotating-2:"));
 
@@ -85,7 +86,6 @@ async fn rotation_keeps_every_client_working_until_retirement(server: &TestServe
     assert_eq!(anonymous.with(&write).call(Method::POST, keys, None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(anonymous.call(Method::POST, keys, None).await.0, StatusCode::UNAUTHORIZED);
 }
-
 
 /// A key pair made by the real `nix key generate-secret`: (secret file, public key).
 async fn nix_key(nix: &Nix, dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
@@ -187,7 +187,6 @@ async fn switching_modes_is_explicit(server: &TestServer) {
         .0
         .expect_success("substitute after switching back to server-held keys");
 }
-
 
 /// Reads the whole database (the SQLite files, or a pg_dump) and every file of the data
 /// directory, and finds no signing secret and no token in any clear form.

@@ -155,14 +155,10 @@ components:
       type: object
 "#;
     let found: Vec<(String, String)> = documented_operations(yaml);
-    let expected: Vec<(String, String)> = [
-        ("get", "/api/v1/a/{id}"),
-        ("delete", "/api/v1/a/{id}"),
-        ("post", "/api/v1/quoted"),
-        ("get", "/healthz"),
-    ]
-    .iter()
-    .map(|(m, p)| (m.to_string(), p.to_string()))
-    .collect();
+    let expected: Vec<(String, String)> =
+        [("get", "/api/v1/a/{id}"), ("delete", "/api/v1/a/{id}"), ("post", "/api/v1/quoted"), ("get", "/healthz")]
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
     assert_eq!(found, expected);
 }

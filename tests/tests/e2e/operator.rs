@@ -22,7 +22,8 @@ async fn admin_commands_act_on_the_running_server(server: &TestServer) {
     let info_url = format!("{}/nix-cache-info", server.cache_url("ops-made"));
     assert_eq!(server.http.get(&info_url).send().await.unwrap().status(), 401, "private cache is hidden");
 
-    let token_out = stdout(&server.larder_server(&["admin", "create-token", "--cache", "ops-made", "--perm", "read", "--expires", "30d"]).await);
+    let token_out =
+        stdout(&server.larder_server(&["admin", "create-token", "--cache", "ops-made", "--perm", "read", "--expires", "30d"]).await);
     let id = token_out.lines().find_map(|l| l.strip_prefix("token id: ")).expect("id printed").to_owned();
     let token = token_out.lines().find_map(|l| l.strip_prefix("token: ")).expect("token printed").to_owned();
     let info = server.http.get(&info_url).basic_auth("anyone", Some(&token)).send().await.unwrap();

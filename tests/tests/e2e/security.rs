@@ -67,8 +67,18 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
     let routes: Vec<(Method, String, Option<Value>, StatusCode)> = vec![
         (Method::GET, "/account".into(), None, StatusCode::OK),
         (Method::DELETE, "/account".into(), Some(json!({"confirm": "alice"})), StatusCode::FORBIDDEN),
-        (Method::PUT, "/account/password".into(), Some(json!({"current_password": larder_tests::PASSPHRASE, "new_password": "a stolen new passphrase"})), StatusCode::FORBIDDEN),
-        (Method::POST, "/accounts".into(), Some(json!({"username": "zed", "email": "zed@example.com", "password": "correct horse battery"})), StatusCode::CREATED),
+        (
+            Method::PUT,
+            "/account/password".into(),
+            Some(json!({"current_password": larder_tests::PASSPHRASE, "new_password": "a stolen new passphrase"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::POST,
+            "/accounts".into(),
+            Some(json!({"username": "zed", "email": "zed@example.com", "password": "correct horse battery"})),
+            StatusCode::CREATED,
+        ),
         (Method::POST, "/sessions".into(), Some(json!({"username": "alice", "password": "not the passphrase"})), StatusCode::UNAUTHORIZED),
         (Method::DELETE, "/sessions/current".into(), None, StatusCode::BAD_REQUEST),
         (Method::GET, "/caches".into(), None, StatusCode::OK),
@@ -79,13 +89,28 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         (Method::GET, "/caches/other/keys".into(), None, StatusCode::UNAUTHORIZED),
         (Method::POST, "/caches/other/keys".into(), None, StatusCode::UNAUTHORIZED),
         (Method::DELETE, "/caches/other/keys/other-1".into(), None, StatusCode::UNAUTHORIZED),
-        (Method::POST, "/caches/other/public-keys".into(), Some(json!({"public_key": "x-1:iOhYVo9K9bOKL5FU79DypZN103FPj9iXGFcVUVX2tIQ="})), StatusCode::UNAUTHORIZED),
+        (
+            Method::POST,
+            "/caches/other/public-keys".into(),
+            Some(json!({"public_key": "x-1:iOhYVo9K9bOKL5FU79DypZN103FPj9iXGFcVUVX2tIQ="})),
+            StatusCode::UNAUTHORIZED,
+        ),
         (Method::POST, "/caches/other/secret-key".into(), Some(json!({"secret_key": "not a key"})), StatusCode::UNAUTHORIZED),
         (Method::PUT, "/caches/other/signing-mode".into(), Some(json!({"mode": "client", "drop_paths": true})), StatusCode::UNAUTHORIZED),
         (Method::GET, "/tokens".into(), None, StatusCode::OK),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "permission": "admin"})), StatusCode::FORBIDDEN),
-        (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "caches": ["other"], "permission": "read"})), StatusCode::UNAUTHORIZED),
-        (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "caches": ["mine", "other"], "permission": "read"})), StatusCode::UNAUTHORIZED),
+        (
+            Method::POST,
+            "/tokens".into(),
+            Some(json!({"kind": "personal", "caches": ["other"], "permission": "read"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::POST,
+            "/tokens".into(),
+            Some(json!({"kind": "personal", "caches": ["mine", "other"], "permission": "read"})),
+            StatusCode::UNAUTHORIZED,
+        ),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "cache", "cache": "other", "permission": "read"})), StatusCode::UNAUTHORIZED),
         (Method::DELETE, format!("/tokens/{other_read_id}"), None, StatusCode::NOT_FOUND),
         (Method::DELETE, format!("/tokens/{unlimited_id}"), None, StatusCode::NOT_FOUND),
@@ -121,14 +146,24 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
     // Nothing outside it changed: the account, `other`, its keys and its token.
     let (status, account) = alice.get("/account").await;
     assert_eq!((status, account["username"].as_str()), (StatusCode::OK, Some("alice")));
-    assert_eq!(Api::anonymous(server).post("/sessions", json!({"username": "alice", "password": larder_tests::PASSPHRASE})).await.0, StatusCode::CREATED);
+    assert_eq!(
+        Api::anonymous(server).post("/sessions", json!({"username": "alice", "password": larder_tests::PASSPHRASE})).await.0,
+        StatusCode::CREATED
+    );
     let (_, other) = alice.get("/caches/other").await;
     assert_eq!((other["public"].as_bool(), other["public_keys"].as_array().map(Vec::len)), (Some(false), Some(1)), "{other}");
     let (_, all) = alice.get("/caches").await;
     assert_eq!(names(&all), ["mine", "other"]);
-    let info = server.http.get(format!("{}/nix-cache-info", server.cache_url("other"))).basic_auth("x", Some(&other_read)).send().await.unwrap();
+    let info =
+        server.http.get(format!("{}/nix-cache-info", server.cache_url("other"))).basic_auth("x", Some(&other_read)).send().await.unwrap();
     assert_eq!(info.status(), StatusCode::OK, "other's read token was not revoked");
-    let info = server.http.get(format!("{}/nix-cache-info", server.cache_url("other"))).basic_auth("x", limited.token_secret()).send().await.unwrap();
+    let info = server
+        .http
+        .get(format!("{}/nix-cache-info", server.cache_url("other")))
+        .basic_auth("x", limited.token_secret())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(info.status(), StatusCode::UNAUTHORIZED, "nor does the limited token read `other` on the binary cache");
 
     // A token that expires creates only tokens that expire no later; a session is the
@@ -143,7 +178,8 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         let (status, answer) = expiring.post("/tokens", body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "expires_in {expires_in:?}: {answer}");
     }
-    let (status, answer) = expiring.post("/tokens", json!({"kind": "cache", "cache": "mine", "permission": "read", "expires_in": 60})).await;
+    let (status, answer) =
+        expiring.post("/tokens", json!({"kind": "cache", "cache": "mine", "permission": "read", "expires_in": 60})).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     assert_eq!(alice.post("/tokens", json!({"kind": "cache", "cache": "mine", "permission": "read"})).await.0, StatusCode::CREATED);
 
@@ -211,7 +247,8 @@ fn narinfo(store_path: &str, nar: &[u8], references: &[String]) -> String {
 }
 
 async fn put(server: &TestServer, cache: &str, file: &str, token: &str, body: impl Into<reqwest::Body>) -> (StatusCode, String) {
-    let response = server.http.put(format!("{}/{file}", server.cache_url(cache))).basic_auth("nix", Some(token)).body(body).send().await.unwrap();
+    let response =
+        server.http.put(format!("{}/{file}", server.cache_url(cache))).basic_auth("nix", Some(token)).body(body).send().await.unwrap();
     (response.status(), response.text().await.unwrap())
 }
 
@@ -250,17 +287,18 @@ async fn huge_reference_lists_are_refused_without_stalling_the_server(server: &T
     let (status, body) = put(server, "refs", &format!("nar/{}.nar", nix32_sha256(&nar)), &write, nar.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let path = store_path("refs", "many-refs");
-    let references = |n: usize| -> Vec<String> {
-        (0..n).map(|i| store_path_of(&store_path(&format!("missing-{i}"), "dep")).base_name()).collect()
-    };
+    let references =
+        |n: usize| -> Vec<String> { (0..n).map(|i| store_path_of(&store_path(&format!("missing-{i}"), "dep")).base_name()).collect() };
 
     // The most references a narinfo may have, none of them in the cache: refused at once,
     // naming a few, twice in parallel, while the server keeps answering.
     let text = narinfo(&path, &nar, &references(larder_protocol::narinfo::MAX_REFERENCES));
     let file = format!("{}.narinfo", hash_part(&path));
     let started = Instant::now();
-    let ((first, second), slowest) =
-        probing(server, async { tokio::join!(put(server, "refs", &file, &write, text.clone()), put(server, "refs", &file, &write, text.clone())) }).await;
+    let ((first, second), slowest) = probing(server, async {
+        tokio::join!(put(server, "refs", &file, &write, text.clone()), put(server, "refs", &file, &write, text.clone()))
+    })
+    .await;
     let took = started.elapsed();
     for (status, body) in [first, second] {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -382,7 +420,13 @@ async fn a_listing_bomb_keeps_memory_bounded(server: &TestServer) {
     );
     let (status, body) = put(server, "bombs", &format!("{}.narinfo", hash_part(&path)), &write, text).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let listing = server.http.get(format!("{}/{}.ls", server.cache_url("bombs"), hash_part(&path))).basic_auth("x", Some(&write)).send().await.unwrap();
+    let listing = server
+        .http
+        .get(format!("{}/{}.ls", server.cache_url("bombs"), hash_part(&path)))
+        .basic_auth("x", Some(&write))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(listing.status(), StatusCode::NOT_FOUND);
 }
 
@@ -420,7 +464,11 @@ async fn a_decompression_bomb_stops_at_max_nar_size(server: &TestServer) {
     let started = Instant::now();
     let ((status, body), slowest) =
         probing(server, put(server, "bombs", &format!("nar/{}.nar.zst", nix32_sha256(bomb)), &write, bomb.to_vec())).await;
-    eprintln!("decompression bomb ({} KB zstd, 8 GiB NAR): {status} after {:?}; slowest /healthz meanwhile {slowest:?}", bomb.len() / 1000, started.elapsed());
+    eprintln!(
+        "decompression bomb ({} KB zstd, 8 GiB NAR): {status} after {:?}; slowest /healthz meanwhile {slowest:?}",
+        bomb.len() / 1000,
+        started.elapsed()
+    );
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body, "body too large: the limit is 1000000 bytes\n");
     assert!(slowest < HEALTH_BOUND, "/healthz took {slowest:?}");
@@ -486,7 +534,10 @@ async fn stalled_and_trickling_bodies_are_cut_off(server: &TestServer) {
     assert!(slowest < HEALTH_BOUND, "/healthz took {slowest:?}");
 
     // Nothing of them remains: no account, no NAR, no temporary file or multipart upload.
-    assert_eq!(Api::anonymous(server).post("/sessions", json!({"username": "slowpoke", "password": "correct horse battery staple"})).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        Api::anonymous(server).post("/sessions", json!({"username": "slowpoke", "password": "correct horse battery staple"})).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(server.count_rows("nars").await, 0);
     let mut left = server.stored_objects().await;
     for _ in 0..20 {
@@ -512,8 +563,9 @@ async fn one_token_cannot_hold_every_upload(server: &TestServer) {
     let give_up = BODY_TIMEOUT * 4;
 
     // MAX_UPLOADS_PER_TOKEN stalled uploads hold every slot of the token...
-    let held: Vec<_> =
-        (0..MAX_UPLOADS_PER_TOKEN).map(|_| tokio::spawn(stalled(server.base_url.clone(), nar_head.clone(), nar.clone(), give_up))).collect();
+    let held: Vec<_> = (0..MAX_UPLOADS_PER_TOKEN)
+        .map(|_| tokio::spawn(stalled(server.base_url.clone(), nar_head.clone(), nar.clone(), give_up)))
+        .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     // ...so one more is refused at once, with a hint to retry; another token is not.
     let refused = server.http.put(format!("{}{target}", server.base_url)).bearer_auth(&write).body(nar.clone()).send().await.unwrap();
