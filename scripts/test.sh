@@ -72,10 +72,14 @@ say "cargo ${build_args[*]}"
 cargo "${build_args[@]}"
 
 say "cargo ${cargo_args[*]}"
+cargo_log=$(mktemp)
 set +e
-cargo "${cargo_args[@]}"
-rc=$?
+cargo "${cargo_args[@]}" 2>&1 | tee "$cargo_log"
+rc=${PIPESTATUS[0]}
 set -e
+# Every test binary's closing line, added up, for the summary at the very end.
+read -r tests_passed tests_failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$cargo_log")
+rm -f "$cargo_log"
 
 # ---- BEGIN schemathesis block: the API contract (openapi.yaml) against the real server ----
 # Only after cargo test passed; its failure fails this script. SKIP_SCHEMATHESIS=1 skips it.
@@ -105,4 +109,6 @@ if ((rc == 0)); then
 else
     say "tests FAILED (exit code $rc; see above whether cargo test or schemathesis)"
 fi
+# The closing line: what cargo test ran (schemathesis reports above).
+echo "cargo-test: $tests_passed passed, $tests_failed failed"
 exit "$rc"

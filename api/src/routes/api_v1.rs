@@ -44,50 +44,64 @@ async fn caller(services: &Services, credentials: &Credentials) -> Result<Princi
 
 // ---- shapes: domain → wire ---------------------------------------------------------------
 
-fn wire_permission(permission: Permission) -> api::Permission {
-    match permission {
-        Permission::Read => api::Permission::Read,
-        Permission::Write => api::Permission::Write,
-        Permission::Admin => api::Permission::Admin,
+impl From<Permission> for api::Permission {
+    fn from(permission: Permission) -> Self {
+        match permission {
+            Permission::Read => api::Permission::Read,
+            Permission::Write => api::Permission::Write,
+            Permission::Admin => api::Permission::Admin,
+        }
     }
 }
 
-fn domain_permission(permission: api::Permission) -> Permission {
-    match permission {
-        api::Permission::Read => Permission::Read,
-        api::Permission::Write => Permission::Write,
-        api::Permission::Admin => Permission::Admin,
+impl From<api::Permission> for Permission {
+    fn from(permission: api::Permission) -> Self {
+        match permission {
+            api::Permission::Read => Permission::Read,
+            api::Permission::Write => Permission::Write,
+            api::Permission::Admin => Permission::Admin,
+        }
     }
 }
 
-fn wire_signing_mode(mode: domain::SigningMode) -> api::SigningMode {
-    match mode {
-        domain::SigningMode::Server => api::SigningMode::Server,
-        domain::SigningMode::Client => api::SigningMode::Client,
+impl From<domain::SigningMode> for api::SigningMode {
+    fn from(mode: domain::SigningMode) -> Self {
+        match mode {
+            domain::SigningMode::Server => api::SigningMode::Server,
+            domain::SigningMode::Client => api::SigningMode::Client,
+        }
     }
 }
 
-fn domain_signing_mode(mode: api::SigningMode) -> domain::SigningMode {
-    match mode {
-        api::SigningMode::Server => domain::SigningMode::Server,
-        api::SigningMode::Client => domain::SigningMode::Client,
+impl From<api::SigningMode> for domain::SigningMode {
+    fn from(mode: api::SigningMode) -> Self {
+        match mode {
+            api::SigningMode::Server => domain::SigningMode::Server,
+            api::SigningMode::Client => domain::SigningMode::Client,
+        }
     }
 }
 
-fn account_view(account: domain::Account) -> api::Account {
-    let domain::Account { username, email, created_at, .. } = account;
-    api::Account { username: username.as_str().to_owned(), email: email.as_str().to_owned(), created_at }
+impl From<domain::Account> for api::Account {
+    fn from(account: domain::Account) -> Self {
+        let domain::Account { username, email, created_at, .. } = account;
+        api::Account { username: username.as_str().to_owned(), email: email.as_str().to_owned(), created_at }
+    }
 }
 
-fn cache_view(cache: domain::Cache) -> api::Cache {
-    let domain::Cache { name, public, priority, description, created_at, .. } = cache;
-    api::Cache { name: name.as_str().to_owned(), public, priority, description, created_at }
+impl From<domain::Cache> for api::Cache {
+    fn from(cache: domain::Cache) -> Self {
+        let domain::Cache { name, public, priority, description, created_at, .. } = cache;
+        api::Cache { name: name.as_str().to_owned(), public, priority, description, created_at }
+    }
 }
 
-fn key_view(key: domain::SigningKey) -> api::Key {
-    let name = key.name().to_owned();
-    let domain::SigningKey { public_key, active, created_at, .. } = key;
-    api::Key { name, public_key: public_key.to_nix_string(), active, created_at }
+impl From<domain::SigningKey> for api::Key {
+    fn from(key: domain::SigningKey) -> Self {
+        let name = key.name().to_owned();
+        let domain::SigningKey { public_key, active, created_at, .. } = key;
+        api::Key { name, public_key: public_key.to_nix_string(), active, created_at }
+    }
 }
 
 /// A token as the API shows it, its caches named from `caches` (those the caller sees).
@@ -108,7 +122,7 @@ fn token_view(caches: &[domain::Cache], token: domain::Token) -> api::Token {
         cache,
         limited,
         caches: limited_to,
-        permission: wire_permission(permission),
+        permission: permission.into(),
         description,
         created_at,
         expires_at,
@@ -155,7 +169,7 @@ impl TryFrom<api::NewToken> for TokenRequest {
                 return Err(ServiceError::BadRequest("a session is opened by logging in (POST /api/v1/sessions)".into()))
             }
         };
-        Ok(TokenRequest { target, permission: domain_permission(permission), expires_in: expires_in.map(Duration::from_secs), description })
+        Ok(TokenRequest { target, permission: permission.into(), expires_in: expires_in.map(Duration::from_secs), description })
     }
 }
 
@@ -164,7 +178,7 @@ impl TryFrom<api::NewToken> for TokenRequest {
 pub async fn sign_up(services: web::Data<Services>, body: web::Json<api::SignUp>) -> ApiResult {
     let api::SignUp { username, email, password } = body.into_inner();
     let account = services.sign_up(&username, &email, &password).await?;
-    Ok(HttpResponse::Created().json(account_view(account)))
+    Ok(HttpResponse::Created().json(api::Account::from(account)))
 }
 
 pub async fn log_in(services: web::Data<Services>, body: web::Json<api::LogIn>, req: HttpRequest) -> ApiResult {
@@ -181,7 +195,7 @@ pub async fn log_out(services: web::Data<Services>, credentials: Credentials) ->
 
 pub async fn get_account(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Ok().json(account_view(services.account(&principal).await?)))
+    Ok(HttpResponse::Ok().json(api::Account::from(services.account(&principal).await?)))
 }
 
 pub async fn change_password(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::ChangePassword>) -> ApiResult {
@@ -200,14 +214,14 @@ pub async fn delete_account(services: web::Data<Services>, credentials: Credenti
 
 pub async fn list_caches(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    let caches: Vec<api::Cache> = services.my_caches(&principal).await?.into_iter().map(cache_view).collect();
+    let caches: Vec<api::Cache> = services.my_caches(&principal).await?.into_iter().map(api::Cache::from).collect();
     Ok(HttpResponse::Ok().json(caches))
 }
 
 pub async fn create_cache(services: web::Data<Services>, credentials: Credentials, body: web::Json<api::NewCache>) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let cache = services.create_owned_cache(&principal, body.into_inner().try_into()?).await?;
-    Ok(HttpResponse::Created().json(cache_view(cache)))
+    Ok(HttpResponse::Created().json(api::Cache::from(cache)))
 }
 
 /// What a client needs to configure itself for a cache (visibility rules as on the
@@ -240,7 +254,7 @@ pub async fn update_cache(
 ) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let cache = services.update_cache(&principal, &cache.0, body.into_inner().into()).await?;
-    Ok(HttpResponse::Ok().json(cache_view(cache)))
+    Ok(HttpResponse::Ok().json(api::Cache::from(cache)))
 }
 
 pub async fn delete_cache(
@@ -285,13 +299,13 @@ pub async fn unknown_route() -> ApiResult {
 
 pub async fn list_keys(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
     let principal = services.authenticate(credentials.token()).await?;
-    let keys: Vec<api::Key> = services.list_keys(principal.as_ref(), &cache.0).await?.into_iter().map(key_view).collect();
+    let keys: Vec<api::Key> = services.list_keys(principal.as_ref(), &cache.0).await?.into_iter().map(api::Key::from).collect();
     Ok(HttpResponse::Ok().json(keys))
 }
 
 pub async fn add_key(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(key_view(services.add_key(&principal, &cache.0).await?)))
+    Ok(HttpResponse::Created().json(api::Key::from(services.add_key(&principal, &cache.0).await?)))
 }
 
 pub async fn retire_key(
@@ -312,7 +326,7 @@ pub async fn register_public_key(
     body: web::Json<api::NewPublicKey>,
 ) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(key_view(services.register_public_key(&principal, &cache.0, &body.public_key).await?)))
+    Ok(HttpResponse::Created().json(api::Key::from(services.register_public_key(&principal, &cache.0, &body.public_key).await?)))
 }
 
 pub async fn import_secret_key(
@@ -322,7 +336,7 @@ pub async fn import_secret_key(
     body: web::Json<api::NewSecretKey>,
 ) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
-    Ok(HttpResponse::Created().json(key_view(services.import_secret_key(&principal, &cache.0, &body.secret_key).await?)))
+    Ok(HttpResponse::Created().json(api::Key::from(services.import_secret_key(&principal, &cache.0, &body.secret_key).await?)))
 }
 
 pub async fn set_signing_mode(
@@ -333,6 +347,6 @@ pub async fn set_signing_mode(
 ) -> ApiResult {
     let principal = caller(&services, &credentials).await?;
     let api::SetSigningMode { mode, drop_paths } = body.into_inner();
-    services.set_signing_mode(&principal, &cache.0, domain_signing_mode(mode), drop_paths).await?;
-    Ok(HttpResponse::Ok().json(api::SigningModeSet { mode: wire_signing_mode(domain_signing_mode(mode)) }))
+    services.set_signing_mode(&principal, &cache.0, mode.into(), drop_paths).await?;
+    Ok(HttpResponse::Ok().json(api::SigningModeSet { mode }))
 }
