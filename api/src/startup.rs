@@ -93,6 +93,16 @@ impl Application {
                 .app_data(web::Data::new(public_url.clone()))
                 .configure(crate::routes::configure)
         })
+        // A streamed response goes out as a head write and then body writes: with Nagle on,
+        // a small body waits for the client's delayed ACK of the head (~40 ms per response
+        // on a keep-alive connection). Send each write at once instead.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }
+        })
         .listen(listener)?
         .shutdown_timeout(30)
         .run();
