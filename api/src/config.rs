@@ -50,6 +50,10 @@ pub struct Settings {
     /// Slowest average body rate, in bytes per second, once `body_timeout_secs` have
     /// passed (0 for none): a trickling body is cut off like a stalled one.
     pub min_body_rate: u64,
+    /// How long a change made on another node (a token revoked, a key retired, a cache's
+    /// settings) may take to reach this one: what the read path remembers that long. A
+    /// change made through this node takes effect here at once. 0 remembers nothing.
+    pub staleness_secs: u64,
     /// Priority announced in nix-cache-info for caches that do not set their own.
     pub default_priority: i64,
 }
@@ -87,6 +91,7 @@ struct RawSettings {
     max_uploads_per_token: u32,
     body_timeout_secs: u64,
     min_body_rate: u64,
+    staleness_secs: u64,
     default_priority: i64,
 }
 
@@ -120,6 +125,7 @@ impl Default for RawSettings {
             max_uploads_per_token: 32,
             body_timeout_secs: 30,
             min_body_rate: 1024,
+            staleness_secs: 5,
             default_priority: 41,
         }
     }
@@ -193,6 +199,7 @@ impl TryFrom<RawSettings> for Settings {
             max_uploads_per_token: raw.max_uploads_per_token,
             body_timeout_secs: raw.body_timeout_secs,
             min_body_rate: raw.min_body_rate,
+            staleness_secs: raw.staleness_secs,
             default_priority: raw.default_priority,
         })
     }

@@ -52,6 +52,7 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
         max_small_upload: settings.max_small_upload,
         max_listing_size: usize::try_from(settings.max_listing_size).unwrap_or(usize::MAX),
         max_uploads_per_token: settings.max_uploads_per_token,
+        staleness: Duration::from_secs(settings.staleness_secs),
         default_priority: settings.default_priority,
     };
     Services::connect(&settings.database_url(), storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits).await

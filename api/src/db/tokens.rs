@@ -51,10 +51,6 @@ impl TokenRow {
     }
 }
 
-/// How stale `last_used_at` may get before a use is written again: keeps the hot read
-/// path from writing on every request.
-const LAST_USED_RESOLUTION_SECS: i64 = 60;
-
 const TOKEN_COLUMNS: &str =
     "t.id, t.cache_id, t.account_id, t.kind, t.limited, t.permission, t.description, t.created_at, t.expires_at, t.revoked_at, t.last_used_at";
 
@@ -160,12 +156,15 @@ impl Database {
         Ok(())
     }
 
-    pub async fn record_token_use(&self, token: &Token) -> anyhow::Result<()> {
-        let now = now();
-        if token.last_used_at.is_some_and(|t| now - t < LAST_USED_RESOLUTION_SECS) {
-            return Ok(());
+    /// Writes the last use of these tokens (a use never moves a last use back).
+    pub async fn record_token_uses(&self, uses: &HashMap<TokenId, i64>) -> anyhow::Result<()> {
+        for (token, at) in uses {
+            sqlx::query("UPDATE tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+                .bind(token.as_str())
+                .bind(*at)
+                .execute(&self.pool)
+                .await?;
         }
-        sqlx::query("UPDATE tokens SET last_used_at = $2 WHERE id = $1").bind(token.id.as_str()).bind(now).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! Who is asking, and may they do this to that cache.
 
+use std::sync::Arc;
+
 use super::{ServiceError, ServiceResult, Services, NO_ACCESS};
-use crate::domain::{AccountId, Cache, CacheLimit, CacheName, Permission, TokenId, TokenScope};
+use crate::domain::{AccountId, Cache, CacheLimit, CacheName, Permission, Token, TokenId, TokenScope};
 
 /// A verified, unrevoked, unexpired token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,35 +103,58 @@ impl Services {
             return Ok(None);
         };
         let claims = self.inner.token_keys.verify(token).ok_or(ServiceError::Unauthorized(REFUSED))?;
-        let record = self.db().token(&TokenId::from_presented(&claims.jti)).await?.ok_or(ServiceError::Unauthorized(REFUSED))?;
+        let record = self.token_record(TokenId::from_presented(&claims.jti)).await?.ok_or(ServiceError::Unauthorized(REFUSED))?;
         let now = crate::db::now();
         let expired = record.expires_at.is_some_and(|t| t <= now);
         if record.revoked_at.is_some() || expired || !claims.matches(&record.scope) {
             return Err(ServiceError::Unauthorized(REFUSED));
         }
-        if let Err(error) = self.db().record_token_use(&record).await {
-            tracing::warn!(%error, "could not record token use");
-        }
-        Ok(Some(match record.scope {
-            TokenScope::Cache(cache) => Principal::CacheToken { token: record.id, cache, permission: record.permission },
-            TokenScope::Personal { account, caches } => {
-                Principal::PersonalToken { token: record.id, account, caches, permission: record.permission, expires_at: record.expires_at }
-            }
-            TokenScope::Session(account) => Principal::Session { token: record.id, account },
+        self.inner.memo.record_use(&record.id, now);
+        let token = record.id.clone();
+        Ok(Some(match &record.scope {
+            TokenScope::Cache(cache) => Principal::CacheToken { token, cache: *cache, permission: record.permission },
+            TokenScope::Personal { account, caches } => Principal::PersonalToken {
+                token,
+                account: *account,
+                caches: caches.clone(),
+                permission: record.permission,
+                expires_at: record.expires_at,
+            },
+            TokenScope::Session(account) => Principal::Session { token, account: *account },
         }))
+    }
+
+    /// A token's record, remembered for a while (see `memo`).
+    async fn token_record(&self, id: TokenId) -> ServiceResult<Option<Arc<Token>>> {
+        if let Some(remembered) = self.inner.memo.token(&id) {
+            return Ok(remembered);
+        }
+        let record = self.db().token(&id).await?.map(Arc::new);
+        self.inner.memo.remember_token(id, record.clone());
+        Ok(record)
+    }
+
+    /// A cache by name, remembered for a while (see `memo`).
+    pub(super) async fn cache_named(&self, name: &CacheName) -> ServiceResult<Option<Arc<Cache>>> {
+        if let Some(remembered) = self.inner.memo.cache(name) {
+            return Ok(remembered);
+        }
+        let cache = self.db().cache_by_name(name).await?.map(Arc::new);
+        self.inner.memo.remember_cache(name.clone(), cache.clone());
+        Ok(cache)
     }
 
     /// Finds the cache and checks that `principal` may act on it with `needed`.
     /// A cache that does not exist and one the caller may not read answer alike.
     pub async fn authorize(&self, name: &CacheName, principal: Option<&Principal>, needed: Permission) -> ServiceResult<Cache> {
-        let Some(cache) = self.db().cache_by_name(name).await? else {
+        let Some(cache) = self.cache_named(name).await? else {
             return Err(ServiceError::Unauthorized(NO_ACCESS));
         };
         let granted = principal.and_then(|p| p.permission_on(&cache));
         match (granted, needed) {
-            (Some(has), needed) if has.allows(needed) => Ok(cache),
+            (Some(has), needed) if has.allows(needed) => Ok((*cache).clone()),
             (Some(has), _) => Err(ServiceError::Forbidden { action: action(needed), has }),
-            (None, Permission::Read) if cache.public => Ok(cache),
+            (None, Permission::Read) if cache.public => Ok((*cache).clone()),
             (None, _) => Err(ServiceError::Unauthorized(NO_ACCESS)),
         }
     }

@@ -129,6 +129,7 @@ impl Services {
         self.db().set_password_hash(account.id, &hash).await?;
         // Whoever else was logged in with the old password is logged out.
         self.db().revoke_sessions_of(account.id, principal.token_id()).await?;
+        self.inner.memo.forget_all_tokens();
         Ok(())
     }
 
@@ -141,6 +142,8 @@ impl Services {
             return Err(ServiceError::BadRequest("to delete the account, confirm with its username".into()));
         }
         self.db().delete_account(account.id).await?;
+        self.inner.memo.forget_all_tokens();
+        self.inner.memo.forget_all_caches();
         tracing::info!(account = %account.username, "deleted account");
         Ok(())
     }

@@ -54,6 +54,8 @@ impl Services {
             .create_cache(NewCache { name, owner, description, public, priority, public_key: &public_key, secret: &secret })
             .await?
             .ok_or_else(|| ServiceError::Conflict(format!("a cache named '{name}' already exists")))?;
+        // This node may remember that no cache had the name.
+        self.inner.memo.forget_cache(name);
         tracing::info!(public, priority, key = key.name(), "created cache");
         Ok(CreatedCache { cache, public_key })
     }
@@ -92,6 +94,7 @@ impl Services {
         let description = changes.description.unwrap_or_else(|| cache.description.clone());
         check_description(&description)?;
         self.db().update_cache(cache.id, changes.public.unwrap_or(cache.public), priority, &description).await?;
+        self.inner.memo.forget_cache(&cache.name);
         self.db().cache_by_id(cache.id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
     }
 
@@ -103,6 +106,9 @@ impl Services {
             return Err(ServiceError::BadRequest("to delete a cache, confirm with its name".into()));
         }
         self.db().delete_cache(cache.id).await?;
+        // Its tokens went with it.
+        self.inner.memo.forget_cache(&cache.name);
+        self.inner.memo.forget_all_tokens();
         tracing::info!("deleted cache");
         Ok(())
     }

@@ -38,7 +38,9 @@ impl Services {
     #[tracing::instrument(skip_all, fields(cache = %cache))]
     pub async fn retire_key(&self, principal: &Principal, cache: &CacheName, key_name: &str) -> ServiceResult<()> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
-        if self.db().retire_signing_key(cache.id, key_name).await? {
+        let retired = self.db().retire_signing_key(cache.id, key_name).await?;
+        self.inner.memo.forget_active_keys(cache.id);
+        if retired {
             tracing::info!(key = key_name, "retired signing key");
             return Ok(());
         }
@@ -58,7 +60,9 @@ impl Services {
             return Err(ServiceError::Conflict("this cache's keys are server-held: switch it to client-held signing first".into()));
         }
         let key = PublicKey::parse(public_key).map_err(|e| ServiceError::BadRequest(format!("not a Nix public key (name:base64): {e}")))?;
-        if !self.db().add_public_key(cache.id, &key).await? {
+        let added = self.db().add_public_key(cache.id, &key).await?;
+        self.inner.memo.forget_active_keys(cache.id);
+        if !added {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
         self.key_named(&cache, key.name()).await
@@ -111,11 +115,15 @@ impl Services {
                 self.db().delete_paths(cache.id).await?;
                 self.db().retire_keys_except(cache.id, None).await?;
                 self.db().set_signing_mode(cache.id, mode).await?;
+                self.inner.memo.forget_cache(&cache.name);
+                self.inner.memo.forget_active_keys(cache.id);
             }
             SigningMode::Server => {
                 self.db().set_signing_mode(cache.id, mode).await?;
+                self.inner.memo.forget_cache(&cache.name);
                 let key = self.generate_server_key(&cache).await?;
                 self.db().retire_keys_except(cache.id, Some(key.name())).await?;
+                self.inner.memo.forget_active_keys(cache.id);
                 self.resign_in_background(cache);
             }
         }
@@ -137,6 +145,7 @@ impl Services {
     async fn store_server_key(&self, cache: &Cache, key: &SecretKey) -> ServiceResult<()> {
         let secret = self.seal(key)?;
         self.db().add_signing_key(cache.id, &key.public_key(), &secret).await?;
+        self.inner.memo.forget_active_keys(cache.id);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ mod caches;
 mod error;
 mod keys;
 mod limited_body;
+mod memo;
 mod nar_verifier;
 mod substitute;
 mod tokens;
@@ -37,6 +38,9 @@ pub struct Limits {
     pub max_listing_size: usize,
     /// Uploads one token may have in flight at once.
     pub max_uploads_per_token: u32,
+    /// How long this node may serve from memory what another node changed (token
+    /// revocation, cache settings, signing keys); zero remembers nothing.
+    pub staleness: std::time::Duration,
     pub default_priority: i64,
 }
 
@@ -54,7 +58,13 @@ struct Inner {
     limits: Limits,
     login_limiter: LoginLimiter,
     upload_slots: upload_slots::UploadSlots,
+    memo: memo::Memo,
+    /// Set by [`Services::close`]: nothing is written after it.
+    closed: std::sync::atomic::AtomicBool,
 }
+
+/// How often recorded token uses are written to the database.
+const TOKEN_USE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Services {
     /// Connects to the database (migrating it) and wires the use-cases to it.
@@ -67,9 +77,50 @@ impl Services {
     ) -> anyhow::Result<Self> {
         let db = Database::connect(database_url).await?;
         db.migrate().await?;
-        let inner =
-            Inner { db, storage, master_key, token_keys, limits, login_limiter: LoginLimiter::default(), upload_slots: Default::default() };
-        Ok(Self { inner: Arc::new(inner) })
+        let memo = memo::Memo::new(limits.staleness);
+        let login_limiter = LoginLimiter::default();
+        let inner = Inner {
+            db,
+            storage,
+            master_key,
+            token_keys,
+            limits,
+            login_limiter,
+            upload_slots: Default::default(),
+            memo,
+            closed: Default::default(),
+        };
+        let services = Self { inner: Arc::new(inner) };
+        services.flush_token_uses_periodically();
+        Ok(services)
+    }
+
+    /// Writes recorded token uses every [`TOKEN_USE_FLUSH`], for as long as the services
+    /// live (a crash loses at most that much of the tokens' last-use times).
+    fn flush_token_uses_periodically(&self) {
+        let services = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TOKEN_USE_FLUSH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = services.upgrade() else { return };
+                if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                Services { inner }.flush_token_uses().await;
+            }
+        });
+    }
+
+    async fn flush_token_uses(&self) {
+        let uses = self.inner.memo.take_uses();
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(error) = self.db().record_token_uses(&uses).await {
+            tracing::warn!(error = ?error, tokens = uses.len(), "could not record token uses");
+        }
     }
 
     /// Only the services speak to the database (private: routes and the admin commands
@@ -78,8 +129,12 @@ impl Services {
         &self.inner.db
     }
 
-    /// Closes the database connections (at shutdown).
+    /// Writes what is pending and closes the database connections (at shutdown).
     pub async fn close(&self) {
+        if self.inner.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        self.flush_token_uses().await;
         self.db().close().await;
     }
 

@@ -5,6 +5,8 @@ use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::store_path::StorePathHash;
 
+use std::sync::Arc;
+
 use super::{ServiceResult, Services};
 use crate::domain::{Cache, PublishedPath};
 use crate::storage::{ByteRange, Object};
@@ -24,10 +26,21 @@ impl Services {
         };
         let mut info = narinfo_of(path);
         // Only active keys' signatures are served: retiring a key withdraws them.
-        let active = self.db().active_signing_keys(cache.id).await?;
-        let active: Vec<&str> = active.iter().map(|k| k.name()).collect();
+        let active = self.active_key_names(cache).await?;
+        let active: Vec<&str> = active.iter().map(String::as_str).collect();
         info.retain_signatures_by(&active);
         Ok(Some(info.render()))
+    }
+
+    /// The names of a cache's active keys, remembered for a while (see `memo`).
+    async fn active_key_names(&self, cache: &Cache) -> ServiceResult<Arc<Vec<String>>> {
+        if let Some(names) = self.inner.memo.active_keys(cache.id) {
+            return Ok(names);
+        }
+        let names: Arc<Vec<String>> =
+            Arc::new(self.db().active_signing_keys(cache.id).await?.iter().map(|k| k.name().to_owned()).collect());
+        self.inner.memo.remember_active_keys(cache.id, Arc::clone(&names));
+        Ok(names)
     }
 
     /// A published NAR of this cache (never a pending upload, never another cache's).

@@ -80,7 +80,9 @@ impl Services {
     }
 
     pub async fn revoke_token(&self, id: &TokenId) -> ServiceResult<()> {
-        if self.db().revoke_token(id).await? {
+        let revoked = self.db().revoke_token(id).await?;
+        self.inner.memo.forget_token(id);
+        if revoked {
             tracing::info!(token_id = %id, "revoked token");
             Ok(())
         } else {

@@ -11,7 +11,7 @@ on_both_backends!(
     bad_account_input_is_refused_with_stable_codes,
     password_change_logout_and_account_deletion,
     logins_are_rate_limited,
-    revocation_reaches_every_node_at_once,
+    revocation_reaches_every_node_at_once with nothing_remembered,
 );
 
 async fn sign_up_push_and_substitute_privately_through_the_api(server: &TestServer) {
@@ -246,6 +246,12 @@ async fn logins_are_rate_limited(server: &TestServer) {
     assert_eq!(status, StatusCode::CREATED, "the owner from another address: {body}");
     // Another account is not locked out by dave's attacker.
     anonymous.account("erin").await;
+}
+
+/// With `staleness_secs = 0` no node remembers a token: a revocation is seen everywhere at
+/// once (the default bound is tested in `staleness.rs`).
+fn nothing_remembered(settings: &mut larder_tests::Settings) {
+    settings.staleness_secs = 0;
 }
 
 async fn revocation_reaches_every_node_at_once(server: &TestServer) {

@@ -10,4 +10,5 @@ mod keys;
 mod openapi;
 mod operator;
 mod security;
+mod staleness;
 mod substitution;

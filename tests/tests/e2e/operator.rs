@@ -7,7 +7,13 @@ use std::time::Duration;
 use larder_tests::{on_both_backends, server_binary, Api, TestServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-on_both_backends!(admin_commands_act_on_the_running_server, readiness_follows_the_backends,);
+on_both_backends!(admin_commands_act_on_the_running_server with nothing_remembered, readiness_follows_the_backends,);
+
+/// The admin command is another process: what it changes reaches a running server within
+/// `staleness_secs` (tested in `staleness.rs`); here, at once.
+fn nothing_remembered(settings: &mut larder_tests::Settings) {
+    settings.staleness_secs = 0;
+}
 
 fn stdout(output: &std::process::Output) -> String {
     assert!(output.status.success(), "larder-server failed: {}", String::from_utf8_lossy(&output.stderr));

@@ -1,0 +1,115 @@
+//! What the hot read path remembers for a short while (`staleness_secs`): verified token
+//! records, caches by name and their active key names. A change made through this node
+//! forgets what it changed at once; a change made on another node (or by the admin
+//! command) is seen here within the bound. Token uses are kept in memory and written in
+//! batches, so that reading a cache writes nothing to the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache as Lru;
+
+use crate::domain::{Cache, CacheId, CacheName, Token, TokenId};
+
+pub(super) struct Memo {
+    /// `None` caches nothing: every lookup goes to the database.
+    remembered: Option<Remembered>,
+    /// Last use of each token since the last flush.
+    uses: Mutex<HashMap<TokenId, i64>>,
+}
+
+struct Remembered {
+    /// By id; `None` for an id no token has (deleted with its account or cache).
+    tokens: Lru<TokenId, Option<Arc<Token>>>,
+    /// By name; `None` for a name no cache has.
+    caches: Lru<CacheName, Option<Arc<Cache>>>,
+    active_keys: Lru<CacheId, Arc<Vec<String>>>,
+}
+
+const MAX_TOKENS: u64 = 100_000;
+const MAX_CACHES: u64 = 20_000;
+
+impl Memo {
+    pub(super) fn new(staleness: Duration) -> Self {
+        let remembered = (!staleness.is_zero()).then(|| Remembered {
+            tokens: Lru::builder().max_capacity(MAX_TOKENS).time_to_live(staleness).build(),
+            caches: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
+            active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
+        });
+        Self { remembered, uses: Mutex::default() }
+    }
+
+    pub(super) fn token(&self, id: &TokenId) -> Option<Option<Arc<Token>>> {
+        self.remembered.as_ref()?.tokens.get(id)
+    }
+
+    pub(super) fn remember_token(&self, id: TokenId, token: Option<Arc<Token>>) {
+        if let Some(r) = &self.remembered {
+            r.tokens.insert(id, token);
+        }
+    }
+
+    pub(super) fn forget_token(&self, id: &TokenId) {
+        if let Some(r) = &self.remembered {
+            r.tokens.invalidate(id);
+        }
+    }
+
+    /// After changes that remove or revoke tokens in bulk (a cache or an account deleted,
+    /// sessions ended by a password change).
+    pub(super) fn forget_all_tokens(&self) {
+        if let Some(r) = &self.remembered {
+            r.tokens.invalidate_all();
+        }
+    }
+
+    pub(super) fn cache(&self, name: &CacheName) -> Option<Option<Arc<Cache>>> {
+        self.remembered.as_ref()?.caches.get(name)
+    }
+
+    pub(super) fn remember_cache(&self, name: CacheName, cache: Option<Arc<Cache>>) {
+        if let Some(r) = &self.remembered {
+            r.caches.insert(name, cache);
+        }
+    }
+
+    pub(super) fn forget_cache(&self, name: &CacheName) {
+        if let Some(r) = &self.remembered {
+            r.caches.invalidate(name);
+        }
+    }
+
+    /// After an account is deleted with all its caches.
+    pub(super) fn forget_all_caches(&self) {
+        if let Some(r) = &self.remembered {
+            r.caches.invalidate_all();
+            r.active_keys.invalidate_all();
+        }
+    }
+
+    pub(super) fn active_keys(&self, cache: CacheId) -> Option<Arc<Vec<String>>> {
+        self.remembered.as_ref()?.active_keys.get(&cache)
+    }
+
+    pub(super) fn remember_active_keys(&self, cache: CacheId, names: Arc<Vec<String>>) {
+        if let Some(r) = &self.remembered {
+            r.active_keys.insert(cache, names);
+        }
+    }
+
+    pub(super) fn forget_active_keys(&self, cache: CacheId) {
+        if let Some(r) = &self.remembered {
+            r.active_keys.invalidate(&cache);
+        }
+    }
+
+    pub(super) fn record_use(&self, token: &TokenId, at: i64) {
+        self.uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(token.clone(), at);
+    }
+
+    /// The uses recorded since the last call.
+    pub(super) fn take_uses(&self) -> HashMap<TokenId, i64> {
+        std::mem::take(&mut *self.uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
