@@ -268,6 +268,7 @@ error_log $T/nginx-error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    log_not_found off;
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -380,7 +381,7 @@ for c in bench bench-zstd; do
     { printf 'header = "Authorization: Bearer %s"\n' "${READ_TOKEN[$c]}"
       for h in "${HASHES[@]}"; do printf 'url = "%s"\noutput = "%s"\n' "$LARDER_URL/$c/$h.narinfo" "$T/narinfo/$c/$h.narinfo"; done
     } >"$T/curl/fetch-$c.cfg"
-    codes=$(bounded curl -s -w '%{http_code}\n' -K "$T/curl/fetch-$c.cfg" | sort | uniq -c | tr -s ' \n' ' ')
+    codes=$(bounded curl -s -w '%{http_code}\n' -K "$T/curl/fetch-$c.cfg" | sort | uniq -c | tr -s ' \n' ' ' || true)
     [[ $codes == " $N 200 " ]] || die "Larder's $c narinfos answer: $codes (want $N × 200)"
 done
 # Every request carries a read token: Larder needs it; nginx ignores it (same request size).
@@ -449,7 +450,6 @@ measure() {
 CURL_W='%{http_code} %{size_download} %{num_connects}\n'
 curl_seq() { bounded curl -s -w "$CURL_W" -K "$1"; }
 curl_par() { bounded curl -s -w "$CURL_W" --parallel --parallel-immediate --parallel-max "$2" -K "$1"; }
-base_url() { if [[ $1 == nginx ]]; then echo "$NGINX_URL"; else echo "$LARDER_URL"; fi; }
 
 CPU_START_nginx=$(cpu_ticks nginx) CPU_START_larder=$(cpu_ticks larder)
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -495,12 +495,14 @@ col() { # col SERVER MEASUREMENT COLUMN → median of COLUMN, or n/a
 }
 failed() { awk -F'\t' -v s="$1" -v m="$2" 'NR > 1 && $2 == s && $3 == m && ($4 != 0 || ($8 != "-" && $8 != 0)) { n++ } END { print n + 0 }' "$TSV"; }
 fmt_s() { awk -v x="$1" 'BEGIN { if (x == "n/a") print x; else if (x < 1) printf "%.3f s", x; else if (x < 100) printf "%.2f s", x; else printf "%.1f s", x }'; }
+fmt_mbps() { awk -v x="$1" 'BEGIN { if (x == "n/a") print x; else if (x < 100) printf "%.1f", x; else printf "%.0f", x }'; }
+human() { awk -v b="$1" 'BEGIN { if (b >= 2^30) printf "%.2f GiB", b / 2^30; else if (b >= 2^20) printf "%.1f MiB", b / 2^20; else printf "%.1f KiB", b / 2^10 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a + 0 == 0) print "n/a"; else printf "%.2f", b / a }'; }
 fail_note() { local f; f=$(failed "$1" "$2"); ((f == 0)) || printf ' (%s of %s rounds FAILED)' "$f" "$ROUNDS"; }
 time_cell() { echo "$(fmt_s "$(col "$1" "$2" 5)")$(fail_note "$1" "$2")"; }
 nar_cell() { # nar_cell SERVER CONNS → "t (MB/s) / t (MB/s)"
     local c out=()
-    for c in none zstd; do out+=("$(fmt_s "$(col "$1" "nar-$2-$c" 5)") ($(col "$1" "nar-$2-$c" 7) MB/s)$(fail_note "$1" "nar-$2-$c")"); done
+    for c in none zstd; do out+=("$(fmt_s "$(col "$1" "nar-$2-$c" 5)") ($(fmt_mbps "$(col "$1" "nar-$2-$c" 7)") MB/s)$(fail_note "$1" "nar-$2-$c")"); done
     echo "${out[0]} / ${out[1]}"
 }
 nar_ratio() { echo "$(ratio "$(col nginx "nar-$1-none" 5)" "$(col larder "nar-$1-none" 5)") / $(ratio "$(col nginx "nar-$1-zstd" 5)" "$(col larder "nar-$1-zstd" 5)")"; }
@@ -513,7 +515,7 @@ CPU_NGINX=$(cpu_s "$CPU_START_nginx" "$CPU_END_nginx") CPU_LARDER=$(cpu_s "$CPU_
 HWM_NOTE=$( ((CLEAR_REFS_OK)) && echo "VmHWM reset per measurement" || echo "lifetime VmHWM: clear_refs did not work" )
 
 echo
-echo "## Larder vs nginx: $N store paths, $(numfmt --to=iec-i --suffix=B "$NAR_BYTES") of NAR ($(numfmt --to=iec-i --suffix=B "$ZSTD_BYTES") as zstd), median of $ROUNDS rounds"
+echo "## Larder vs nginx: $N store paths, $(human "$NAR_BYTES") of NAR ($(human "$ZSTD_BYTES") as zstd), median of $ROUNDS round$( ((ROUNDS == 1)) || echo s)"
 echo
 echo "- machine: nproc $NPROC; load average at start $LOAD_START; $FREE_SUMMARY"
 echo "- Larder: $BIN (git HEAD of $REPO: $GIT_HEAD), SQLite + filesystem, private caches, read token on every request; $LARDER_WARN WARN/ERROR log lines"
