@@ -96,7 +96,7 @@ impl Services {
     /// Verifies a presented token against its signature and its database record. A token
     /// that is malformed, forged, expired or revoked is refused outright, whatever it is
     /// used for: that answer does not depend on any cache, so it reveals none.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn authenticate(&self, token: Option<&str>) -> ServiceResult<Option<Principal>> {
         const REFUSED: &str = "token refused: it is invalid, expired or revoked";
         let Some(token) = token else {

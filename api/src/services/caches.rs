@@ -106,9 +106,10 @@ impl Services {
             return Err(ServiceError::BadRequest("to delete a cache, confirm with its name".into()));
         }
         self.db().delete_cache(cache.id).await?;
-        // Its tokens went with it.
+        // Its tokens and paths went with it.
         self.inner.memo.forget_cache(&cache.name);
         self.inner.memo.forget_all_tokens();
+        self.inner.memo.forget_narinfos();
         tracing::info!("deleted cache");
         Ok(())
     }

@@ -113,6 +113,7 @@ impl Services {
                     )));
                 }
                 self.db().delete_paths(cache.id).await?;
+                self.inner.memo.forget_narinfos();
                 self.db().retire_keys_except(cache.id, None).await?;
                 self.db().set_signing_mode(cache.id, mode).await?;
                 self.inner.memo.forget_cache(&cache.name);
@@ -207,6 +208,7 @@ impl Services {
                 }
             }
         }
+        self.inner.memo.forget_narinfos();
         tracing::info!(resigned, "re-signed paths");
         Ok(())
     }

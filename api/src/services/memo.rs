@@ -1,14 +1,17 @@
 //! What the hot read path remembers for a short while (`staleness_secs`): verified token
-//! records, caches by name and their active key names. A change made through this node
+//! records, caches by name, their active key names and rendered narinfos (and misses). A change made through this node
 //! forgets what it changed at once; a change made on another node (or by the admin
 //! command) is seen here within the bound. Token uses are kept in memory and written in
 //! batches, so that reading a cache writes nothing to the database.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache as Lru;
+
+use larder_protocol::store_path::StorePathHash;
 
 use crate::domain::{Cache, CacheId, CacheName, Token, TokenId};
 
@@ -25,10 +28,15 @@ struct Remembered {
     /// By name; `None` for a name no cache has.
     caches: Lru<CacheName, Option<Arc<Cache>>>,
     active_keys: Lru<CacheId, Arc<Vec<String>>>,
+    /// Rendered, signed narinfos by cache and hash; `None` for a path the cache lacks
+    /// (substituters ask for many of those).
+    narinfos: Lru<(CacheId, StorePathHash), Option<Bytes>>,
 }
 
 const MAX_TOKENS: u64 = 100_000;
 const MAX_CACHES: u64 = 20_000;
+/// About 600 bytes each: a few MiB at most.
+const MAX_NARINFOS: u64 = 10_000;
 
 impl Memo {
     pub(super) fn new(staleness: Duration) -> Self {
@@ -36,6 +44,7 @@ impl Memo {
             tokens: Lru::builder().max_capacity(MAX_TOKENS).time_to_live(staleness).build(),
             caches: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
+            narinfos: Lru::builder().max_capacity(MAX_NARINFOS).time_to_live(staleness).build(),
         });
         Self { remembered, uses: Mutex::default() }
     }
@@ -85,6 +94,7 @@ impl Memo {
         if let Some(r) = &self.remembered {
             r.caches.invalidate_all();
             r.active_keys.invalidate_all();
+            r.narinfos.invalidate_all();
         }
     }
 
@@ -98,9 +108,35 @@ impl Memo {
         }
     }
 
+    /// After a change to a cache's keys: what its narinfos carry changes too.
     pub(super) fn forget_active_keys(&self, cache: CacheId) {
         if let Some(r) = &self.remembered {
             r.active_keys.invalidate(&cache);
+        }
+        self.forget_narinfos();
+    }
+
+    pub(super) fn narinfo(&self, cache: CacheId, hash: &StorePathHash) -> Option<Option<Bytes>> {
+        self.remembered.as_ref()?.narinfos.get(&(cache, hash.clone()))
+    }
+
+    pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, narinfo: Option<Bytes>) {
+        if let Some(r) = &self.remembered {
+            r.narinfos.insert((cache, hash), narinfo);
+        }
+    }
+
+    pub(super) fn forget_narinfo(&self, cache: CacheId, hash: &StorePathHash) {
+        if let Some(r) = &self.remembered {
+            r.narinfos.invalidate(&(cache, hash.clone()));
+        }
+    }
+
+    /// After changes to many paths at once (re-signing, withdrawing a cache's paths). Rare
+    /// enough that forgetting every cache's narinfos is simpler than tracking which.
+    pub(super) fn forget_narinfos(&self) {
+        if let Some(r) = &self.remembered {
+            r.narinfos.invalidate_all();
         }
     }
 

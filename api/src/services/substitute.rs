@@ -1,5 +1,6 @@
 //! Substitution: narinfos rendered from our own rows, NARs, listings and build logs.
 
+use bytes::Bytes;
 use larder_protocol::binary_cache::nar_url;
 use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
@@ -19,17 +20,24 @@ pub struct NarDownload {
 
 impl Services {
     /// The narinfo of a published path, signed; `None` if this cache has no such path.
-    #[tracing::instrument(skip_all, fields(cache = %cache.name, path = %hash))]
-    pub async fn narinfo(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<String>> {
-        let Some(path) = self.db().path(cache.id, hash).await? else {
-            return Ok(None);
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %cache.name, path = %hash))]
+    pub async fn narinfo(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<Bytes>> {
+        if let Some(remembered) = self.inner.memo.narinfo(cache.id, hash) {
+            return Ok(remembered);
+        }
+        let rendered = match self.db().path(cache.id, hash).await? {
+            Some(path) => {
+                let mut info = narinfo_of(path);
+                // Only active keys' signatures are served: retiring a key withdraws them.
+                let active = self.active_key_names(cache).await?;
+                let active: Vec<&str> = active.iter().map(String::as_str).collect();
+                info.retain_signatures_by(&active);
+                Some(Bytes::from(info.render()))
+            }
+            None => None,
         };
-        let mut info = narinfo_of(path);
-        // Only active keys' signatures are served: retiring a key withdraws them.
-        let active = self.active_key_names(cache).await?;
-        let active: Vec<&str> = active.iter().map(String::as_str).collect();
-        info.retain_signatures_by(&active);
-        Ok(Some(info.render()))
+        self.inner.memo.remember_narinfo(cache.id, hash.clone(), rendered.clone());
+        Ok(rendered)
     }
 
     /// The names of a cache's active keys, remembered for a while (see `memo`).
@@ -46,7 +54,7 @@ impl Services {
     /// A published NAR of this cache (never a pending upload, never another cache's).
     /// A pusher may also see its pending uploads (`include_pending`), so that `nix copy`
     /// skips re-sending them.
-    #[tracing::instrument(skip_all, fields(cache = %cache.name, file_hash = %file_hash.to_nix32()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %cache.name, file_hash = %file_hash.to_nix32()))]
     pub async fn nar(
         &self,
         cache: &Cache,
@@ -73,7 +81,7 @@ impl Services {
     }
 
     /// The `.ls` listing of a published path's NAR (none if it was too large to keep).
-    #[tracing::instrument(skip_all, fields(cache = %cache.name, path = %hash))]
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %cache.name, path = %hash))]
     pub async fn listing(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<Object>> {
         let Some(path) = self.db().path(cache.id, hash).await? else {
             return Ok(None);
@@ -81,7 +89,7 @@ impl Services {
         Ok(self.storage().get(&path.nar.listing_key, None).await?)
     }
 
-    #[tracing::instrument(skip_all, fields(cache = %cache.name, drv))]
+    #[tracing::instrument(level = "debug", skip_all, fields(cache = %cache.name, drv))]
     pub async fn build_log(&self, cache: &Cache, drv: &str) -> ServiceResult<Option<Object>> {
         let Some(key) = self.db().build_log_key(cache.id, drv).await? else {
             return Ok(None);

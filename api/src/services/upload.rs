@@ -171,6 +171,7 @@ impl Services {
                 signatures: &signatures,
             })
             .await?;
+        self.inner.memo.forget_narinfo(cache.id, hash);
         tracing::info!("published path");
         Ok(())
     }

@@ -75,16 +75,25 @@ async fn changes_reach_every_node_within_the_bound(server: &TestServer) {
     })
     .await;
 
-    // A path signed by the first key, served by both; a second key added and the first
-    // retired through node A: its signature leaves node A's narinfo at once, node B's
-    // within the bound.
+    // A path signed by the first key, served by both (pushed below); a second key added and
+    // the first retired through node A: its signature leaves node A's narinfo at once,
+    // node B's within the bound.
     let (_, write) = server.token("shared", Permission::Write).await;
     let (_, reader) = server.token("shared", Permission::Read).await;
     let nix = Nix::new(server.dir.path());
     let top = nix.build_chain().await;
-    nix.use_token(Some(&write));
-    nix.run("nix", &["copy", "--to", &server.cache_url("shared"), &top], "").await.expect_success("push");
     let narinfo = |base: &str| format!("{base}/shared/{}.narinfo", hash_part(&top));
+    // Asked for before it exists, node A remembers the miss; pushed through node B, the
+    // path is served by B at once and by A within the bound.
+    assert_eq!(status(http, narinfo(&a), Some(&reader)).await, StatusCode::NOT_FOUND);
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &format!("{b}/shared"), &top], "").await.expect_success("push through node B");
+    let pushed = Instant::now();
+    assert_eq!(status(http, narinfo(&b), Some(&reader)).await, StatusCode::OK, "on the node that published it: at once");
+    within_bound("node A serves the path pushed through node B", pushed, || async {
+        status(http, narinfo(&a), Some(&reader)).await == StatusCode::OK
+    })
+    .await;
     let signed_by_first = |base: String| {
         let (url, reader) = (narinfo(&base), reader.clone());
         async move {
