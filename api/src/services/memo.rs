@@ -35,8 +35,9 @@ struct Remembered {
 
 const MAX_TOKENS: u64 = 100_000;
 const MAX_CACHES: u64 = 20_000;
-/// About 600 bytes each: a few MiB at most.
-const MAX_NARINFOS: u64 = 10_000;
+/// Bytes of rendered narinfos kept (a typical one is under 1 KiB, the largest accepted
+/// 1 MiB: the bound is on bytes, not entries).
+const MAX_NARINFO_BYTES: u64 = 16 << 20;
 
 impl Memo {
     pub(super) fn new(staleness: Duration) -> Self {
@@ -44,7 +45,11 @@ impl Memo {
             tokens: Lru::builder().max_capacity(MAX_TOKENS).time_to_live(staleness).build(),
             caches: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
-            narinfos: Lru::builder().max_capacity(MAX_NARINFOS).time_to_live(staleness).build(),
+            narinfos: Lru::builder()
+                .max_capacity(MAX_NARINFO_BYTES)
+                .weigher(|_, narinfo: &Option<Bytes>| 64 + narinfo.as_ref().map_or(0, |text| u32::try_from(text.len()).unwrap_or(u32::MAX)))
+                .time_to_live(staleness)
+                .build(),
         });
         Self { remembered, uses: Mutex::default() }
     }
@@ -147,5 +152,37 @@ impl Memo {
     /// The uses recorded since the last call.
     pub(super) fn take_uses(&self) -> HashMap<TokenId, i64> {
         std::mem::take(&mut *self.uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(i: usize) -> StorePathHash {
+        let digest = larder_protocol::hash::Sha256Hash::digest(&i.to_le_bytes());
+        StorePathHash::parse(&larder_protocol::nix32::encode(&digest.0[..20])).unwrap()
+    }
+
+    #[test]
+    fn narinfos_are_bounded_by_bytes_not_entries() {
+        let memo = Memo::new(Duration::from_secs(60));
+        let big = Bytes::from(vec![b'x'; 512 << 10]);
+        for i in 0..100 {
+            memo.remember_narinfo(CacheId(1), hash(i), Some(big.clone()));
+        }
+        let Some(remembered) = &memo.remembered else { panic!("a non-zero staleness remembers") };
+        remembered.narinfos.run_pending_tasks();
+        assert!(remembered.narinfos.weighted_size() <= MAX_NARINFO_BYTES, "{} bytes kept", remembered.narinfos.weighted_size());
+        assert!(remembered.narinfos.entry_count() <= 32, "{} entries of 512 KiB kept", remembered.narinfos.entry_count());
+    }
+
+    #[test]
+    fn zero_staleness_remembers_nothing() {
+        let memo = Memo::new(Duration::ZERO);
+        memo.remember_narinfo(CacheId(1), hash(1), None);
+        assert_eq!(memo.narinfo(CacheId(1), &hash(1)), None);
+        memo.record_use(&TokenId::from_presented("t"), 5);
+        assert_eq!(memo.take_uses().len(), 1, "uses are still recorded, to be written");
     }
 }
