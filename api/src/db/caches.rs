@@ -192,6 +192,16 @@ impl Database {
         )
     }
 
+    /// The names of the cache's active keys, oldest first: all that serving a narinfo
+    /// needs (parsing the keys themselves would decompress curve points on the hot path).
+    pub async fn active_key_names(&self, cache: CacheId) -> anyhow::Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT key_name FROM signing_keys WHERE cache_id = $1 AND active = 1 ORDER BY id")
+            .bind(cache.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
     pub async fn add_signing_key(&self, cache: CacheId, public_key: &PublicKey, secret: &SealedSecret) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_server_key(&mut tx, cache.0, public_key, secret, now()).await?;

@@ -45,8 +45,7 @@ impl Services {
         if let Some(names) = self.inner.memo.active_keys(cache.id) {
             return Ok(names);
         }
-        let names: Arc<Vec<String>> =
-            Arc::new(self.db().active_signing_keys(cache.id).await?.iter().map(|k| k.name().to_owned()).collect());
+        let names: Arc<Vec<String>> = Arc::new(self.db().active_key_names(cache.id).await?);
         self.inner.memo.remember_active_keys(cache.id, Arc::clone(&names));
         Ok(names)
     }
