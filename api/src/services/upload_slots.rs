@@ -32,6 +32,12 @@ impl Drop for UploadSlot {
 }
 
 impl Services {
+    /// How many uploads a token has in flight now (a gauge for operators and tests).
+    pub fn uploads_in_flight(&self, token: &TokenId) -> u32 {
+        let in_flight = self.inner.upload_slots.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        in_flight.get(token).copied().unwrap_or(0)
+    }
+
     /// Takes one of the token's upload slots, or answers 429 (nix retries it) when all
     /// `max_uploads_per_token` are busy.
     pub fn upload_slot(&self, principal: &Principal) -> ServiceResult<UploadSlot> {

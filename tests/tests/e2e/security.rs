@@ -556,7 +556,7 @@ async fn stalled_and_trickling_bodies_are_cut_off(server: &TestServer) {
 
 async fn one_token_cannot_hold_every_upload(server: &TestServer) {
     server.create_cache("slots", false).await;
-    let (_, write) = server.token("slots", larder_api::domain::Permission::Write).await;
+    let (write_id, write) = server.token("slots", larder_api::domain::Permission::Write).await;
     let nar = Node::file(b"held").to_nar();
     let target = format!("/slots/nar/{}.nar", nix32_sha256(&nar));
     let nar_head = head(server, "PUT", &target, Some(&write), "application/x-nix-nar", nar.len());
@@ -566,7 +566,13 @@ async fn one_token_cannot_hold_every_upload(server: &TestServer) {
     let held: Vec<_> = (0..MAX_UPLOADS_PER_TOKEN)
         .map(|_| tokio::spawn(stalled(server.base_url.clone(), nar_head.clone(), nar.clone(), give_up)))
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // (Once each is authenticated: on a loaded machine that may take a moment.)
+    let token_id = larder_api::domain::TokenId::from_presented(&write_id);
+    let deadline = Instant::now() + BODY_TIMEOUT;
+    while server.services().uploads_in_flight(&token_id) < MAX_UPLOADS_PER_TOKEN {
+        assert!(Instant::now() < deadline, "the stalled uploads did not all start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // ...so one more is refused at once, with a hint to retry; another token is not.
     let refused = server.http.put(format!("{}{target}", server.base_url)).bearer_auth(&write).body(nar.clone()).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
