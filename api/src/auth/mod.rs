@@ -28,10 +28,7 @@ pub struct Claims {
 impl Claims {
     /// The claims of a token: its id and scope, as its record says.
     pub fn for_token(token: &Token) -> Self {
-        let (cache, account) = match &token.scope {
-            TokenScope::Cache(cache) => (Some(cache.get()), None),
-            TokenScope::Personal { account, .. } | TokenScope::Session(account) => (None, Some(account.get())),
-        };
+        let (cache, account) = scope_ids(&token.scope);
         Claims {
             jti: token.id.as_str().to_owned(),
             cache,
@@ -44,11 +41,15 @@ impl Claims {
 
     /// True if the claims name what the record says the token acts on.
     pub fn matches(&self, scope: &TokenScope) -> bool {
-        let expected = match scope {
-            TokenScope::Cache(cache) => (Some(cache.get()), None),
-            TokenScope::Personal { account, .. } | TokenScope::Session(account) => (None, Some(account.get())),
-        };
-        (self.cache, self.account) == expected
+        (self.cache, self.account) == scope_ids(scope)
+    }
+}
+
+/// The (cache, account) ids a token's claims carry for its scope.
+fn scope_ids(scope: &TokenScope) -> (Option<i64>, Option<i64>) {
+    match scope {
+        TokenScope::Cache(cache) => (Some(cache.get()), None),
+        TokenScope::Personal { account, .. } | TokenScope::Session(account) => (None, Some(account.get())),
     }
 }
 

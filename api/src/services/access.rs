@@ -51,6 +51,12 @@ impl Principal {
         }
     }
 
+    /// True for a personal token limited to some caches (and for a cache token, which
+    /// reaches none of its account's caches that way).
+    pub fn is_limited(&self) -> bool {
+        !matches!(self, Principal::Session { .. } | Principal::PersonalToken { caches: CacheLimit::All, .. })
+    }
+
     /// The caches of its account this token reaches (a cache token reaches none that way).
     pub fn cache_limit(&self) -> CacheLimit {
         match self {
@@ -65,7 +71,7 @@ impl Principal {
     /// to some caches or a cache token.
     pub fn require_account_admin(&self) -> ServiceResult<AccountId> {
         let account = self.account()?;
-        if self.cache_limit() != CacheLimit::All {
+        if self.is_limited() {
             return Err(ServiceError::Forbidden {
                 action: "act on the whole account (it is limited to some caches: log in or use an unlimited personal token)",
                 has: self.permission(),

@@ -124,7 +124,7 @@ impl Services {
         let scope = match request.target {
             TokenTarget::Cache(cache) => TokenScope::Cache(self.authorize(&cache, Some(principal), Permission::Admin).await?.id),
             TokenTarget::Personal(caches) if caches.is_empty() => {
-                if principal.cache_limit() != CacheLimit::All {
+                if principal.is_limited() {
                     return Err(ServiceError::Forbidden {
                         action: "create a token for all of the account's caches (it is limited to some: list them in `caches`)",
                         has: principal.permission(),
@@ -158,9 +158,8 @@ impl Services {
             .into_iter()
             .filter(|t| match &t.scope {
                 TokenScope::Cache(cache) => reach.includes(*cache),
-                TokenScope::Personal { caches: CacheLimit::Only(caches), .. } if reach != CacheLimit::All => {
-                    !caches.is_empty() && reach.covers(&CacheLimit::Only(caches.clone()))
-                }
+                // A limited token whose caches are all gone is within no limited token's.
+                TokenScope::Personal { caches: CacheLimit::Only(ids), .. } if ids.is_empty() => !principal.is_limited(),
                 TokenScope::Personal { caches, .. } => reach.covers(caches),
                 TokenScope::Session(_) => false,
             })

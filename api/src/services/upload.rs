@@ -73,7 +73,7 @@ impl Services {
         // Begun at the first chunk, once the bytes have told the compression (and so the key).
         let mut upload: Option<Box<dyn Upload>> = None;
         let store = already_stored.is_none();
-        let verified = match self.stream_and_verify(body, file_hash, extension, store, &mut upload).await {
+        let mut verified = match self.stream_and_verify(body, file_hash, extension, store, &mut upload).await {
             Ok(verified) => verified,
             Err(error) => {
                 // Explicitly, not only on drop: a rejected upload must leave nothing behind.
@@ -87,7 +87,7 @@ impl Services {
         };
         match already_stored {
             Some(stored) => check_same_content(&stored, &verified)?,
-            None => self.keep_verified_nar(&verified, upload).await?,
+            None => self.keep_verified_nar(&mut verified, upload).await?,
         }
         let nar = self.db().record_nar_upload(cache.id, &verified.new_nar()).await?;
         tracing::info!(size = nar.file_size, "received NAR");
@@ -135,10 +135,11 @@ impl Services {
     }
 
     /// Makes a verified upload's object (and its listing, when not too large) visible.
-    async fn keep_verified_nar(&self, verified: &VerifiedNar, upload: Option<Box<dyn Upload>>) -> ServiceResult<()> {
+    /// The listing is moved out (it may be 16 MiB: never copied).
+    async fn keep_verified_nar(&self, verified: &mut VerifiedNar, upload: Option<Box<dyn Upload>>) -> ServiceResult<()> {
         let listing_key = listing_storage_key(&verified.file_hash);
-        match &verified.summary.listing {
-            Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing.clone())).await?,
+        match verified.summary.listing.take() {
+            Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing)).await?,
             // The NAR is fine; only its `.ls` (which nix never needs to substitute) is too
             // large to keep: that key stays empty and `.ls` answers 404.
             None => tracing::info!(limit = self.limits().max_listing_size, "NAR listing larger than max_listing_size: not kept"),
