@@ -112,11 +112,17 @@ impl Nix {
         let file = self.root.join("chain.nix");
         std::fs::write(&file, CHAIN_NIX).expect("write chain.nix");
         let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let run = self
-            .run("nix-build", &[file.to_str().unwrap(), "--argstr", "tag", &tag, "--no-out-link"], "")
-            .await
-            .expect_success("nix-build of the test chain");
-        run.stdout.trim().to_owned()
+        let args = [file.to_str().unwrap(), "--argstr", "tag", &tag, "--no-out-link"];
+        let mut run = self.run("nix-build", &args, "").await;
+        // Tests build in parallel into the machine's one store, whose SQLite database nix
+        // 2.8 sometimes gives up waiting for: that is the test machine's, not Larder's.
+        for _ in 0..3 {
+            if run.success || !run.stderr.contains("is busy") {
+                break;
+            }
+            run = self.run("nix-build", &args, "").await;
+        }
+        run.expect_success("nix-build of the test chain").stdout.trim().to_owned()
     }
 
     /// The closure of a store path (itself included).
