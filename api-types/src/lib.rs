@@ -218,6 +218,137 @@ pub struct TokenCreated {
     pub secret: String,
 }
 
+// ---- garbage collection, pins, paths, usage --------------------------------------------
+
+/// What a collection does when a cache's stored bytes exceed its quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaMode {
+    /// Soft: least recently used paths are evicted until the cache fits.
+    Evict,
+    /// Hard: a push that would exceed the quota is refused (507) before bytes are stored.
+    Refuse,
+}
+
+/// `GET` and `PUT /api/v1/caches/{cache}/gc`: the cache's retention policy and quota.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcPolicy {
+    /// Paths not used (fetched or pushed) for this many days are collected; `null` keeps
+    /// them for ever.
+    pub keep_days: Option<u32>,
+    /// Most bytes the cache may store (its own NARs, each counted once); `null` for none.
+    pub quota_bytes: Option<u64>,
+    pub quota_mode: QuotaMode,
+}
+
+/// Why a collection would remove a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectReason {
+    /// Neither it nor any path referring to it was used within `keep_days`.
+    Retention,
+    /// Evicted, least recently used first, to bring the cache under its quota.
+    Quota,
+}
+
+/// A path a collection would remove.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectablePath {
+    pub store_path: String,
+    pub file_size: u64,
+    pub nar_size: u64,
+    pub last_used_at: i64,
+    pub reason: CollectReason,
+}
+
+/// `GET /api/v1/caches/{cache}/gc/preview`: what the policy would remove now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GcPreview {
+    /// How many paths would be removed (`paths` lists at most the first 1000).
+    pub path_count: u64,
+    /// Stored bytes the cache would free (NARs no remaining path of the cache uses).
+    pub bytes_freed: u64,
+    pub paths: Vec<CollectablePath>,
+}
+
+/// `POST /api/v1/caches/{cache}/pins`. Pinning a name again moves it to the new path.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPin {
+    pub name: String,
+    /// A store path published in the cache (`/nix/store/…` or its base name).
+    pub store_path: String,
+    /// Also keep this many of the name's latest paths pinned (the current one included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_revisions: Option<u32>,
+    /// Also keep the name's earlier paths pinned for this many days after they were replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+}
+
+/// A path a pin held or holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinRevision {
+    pub store_path: String,
+    pub pinned_at: i64,
+}
+
+/// A pin: its closure, and those of its kept revisions, are never collected.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pin {
+    pub name: String,
+    pub store_path: String,
+    pub pinned_at: i64,
+    pub keep_revisions: Option<u32>,
+    pub keep_days: Option<u32>,
+    /// Earlier paths of this name still pinned, newest first.
+    pub earlier: Vec<PinRevision>,
+}
+
+/// `DELETE /api/v1/caches/{cache}/paths/{hash}` (the body is optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePath {
+    /// Also delete every path of the cache that refers to it, directly or not.
+    #[serde(default)]
+    pub with_referrers: bool,
+}
+
+/// The answer to deleting a path: every path removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeletedPaths {
+    pub deleted: Vec<String>,
+}
+
+/// `GET /api/v1/caches/{cache}/usage`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub paths: u64,
+    /// Bytes of the NARs the cache holds, each counted once however many paths or caches
+    /// share it (uploads not yet published included).
+    pub stored_bytes: u64,
+    pub served_bytes_24h: u64,
+    pub served_bytes_30d: u64,
+    pub last_push_at: Option<i64>,
+    pub last_use_at: Option<i64>,
+}
+
+/// One cache's usage in the account's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CacheUsage {
+    pub cache: String,
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// `GET /api/v1/account/usage`: each cache's usage and their sum.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountUsage {
+    pub total: Usage,
+    pub caches: Vec<CacheUsage>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,3 +73,34 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> anyhow::Result<(
     services.close().await;
     Ok(())
 }
+
+/// `larder-server gc`: one collection, reported per cache.
+pub async fn collect_garbage(settings: &Settings, cache: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    let services = build_services(settings).await?;
+    let cache = cache.map(CacheName::parse).transpose().map_err(anyhow::Error::msg)?;
+    let outcome = services.collect_garbage(cache.as_ref(), dry_run).await;
+    services.close().await;
+    let Some(collection) = outcome? else {
+        anyhow::bail!("another collection is running (on this server or another node): try again later");
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (name, collected) in &collection.caches {
+        println!("{name}: {verb} {} paths, {} bytes", collected.path_count, collected.bytes_freed);
+        if dry_run {
+            for path in &collected.paths {
+                let reason = match path.reason {
+                    crate::services::CollectReason::Retention => "retention",
+                    crate::services::CollectReason::Quota => "quota",
+                };
+                println!("  {}\t{} bytes\tlast used {}\t{reason}", path.store_path, path.file_size, path.last_used_at);
+            }
+        }
+    }
+    if !dry_run {
+        println!(
+            "reclaimed {} NARs; deleted {} objects from storage ({} failed, retried later)",
+            collection.nars_reclaimed, collection.objects_deleted, collection.objects_failed
+        );
+    }
+    Ok(())
+}

@@ -56,6 +56,15 @@ pub struct Settings {
     pub staleness_secs: u64,
     /// Priority announced in nix-cache-info for caches that do not set their own.
     pub default_priority: i64,
+    /// Seconds between scheduled garbage collections (0: only `larder-server gc`).
+    pub gc_interval_secs: u64,
+    /// Seconds after which an upload never published (an abandoned push) is reclaimed.
+    pub pending_upload_expiry_secs: u64,
+    /// Quota of new caches, in bytes (soft: least recently used paths are evicted).
+    pub default_quota_bytes: Option<u64>,
+    /// Seconds a deleted path's NAR is still sent (to clients that read its narinfo just
+    /// before) before its bytes may be reclaimed.
+    pub nar_release_grace_secs: u64,
 }
 
 /// Where NARs, listings and build logs are kept.
@@ -93,6 +102,10 @@ struct RawSettings {
     min_body_rate: u64,
     staleness_secs: u64,
     default_priority: i64,
+    gc_interval_secs: u64,
+    pending_upload_expiry_secs: u64,
+    default_quota_bytes: Option<u64>,
+    nar_release_grace_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +140,10 @@ impl Default for RawSettings {
             min_body_rate: 1024,
             staleness_secs: 5,
             default_priority: 41,
+            gc_interval_secs: 3600,
+            pending_upload_expiry_secs: 24 * 3600,
+            default_quota_bytes: None,
+            nar_release_grace_secs: 600,
         }
     }
 }
@@ -181,6 +198,9 @@ impl TryFrom<RawSettings> for Settings {
         if raw.max_uploads_per_token == 0 || raw.body_timeout_secs == 0 {
             bail!("invalid configuration: max_uploads_per_token and body_timeout_secs must be positive");
         }
+        if raw.default_quota_bytes == Some(0) || raw.pending_upload_expiry_secs == 0 {
+            bail!("invalid configuration: default_quota_bytes and pending_upload_expiry_secs must be positive");
+        }
         if usize::try_from(raw.max_listing_size).is_err() {
             bail!("invalid configuration: max_listing_size is too large for this machine");
         }
@@ -201,6 +221,10 @@ impl TryFrom<RawSettings> for Settings {
             min_body_rate: raw.min_body_rate,
             staleness_secs: raw.staleness_secs,
             default_priority: raw.default_priority,
+            gc_interval_secs: raw.gc_interval_secs,
+            pending_upload_expiry_secs: raw.pending_upload_expiry_secs,
+            default_quota_bytes: raw.default_quota_bytes,
+            nar_release_grace_secs: raw.nar_release_grace_secs,
         })
     }
 }

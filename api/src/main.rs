@@ -27,6 +27,15 @@ enum Command {
     Serve,
     /// Run database migrations and exit.
     Migrate,
+    /// Run one garbage collection (as the server does every gc_interval_secs) and exit.
+    Gc {
+        /// Only list what would be removed, and the bytes it would free.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this cache (reclaiming unheld NARs still covers every cache).
+        #[arg(long)]
+        cache: Option<String>,
+    },
     /// Operator commands on caches and tokens.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -62,6 +71,7 @@ async fn run(settings: Settings, command: Command, port_file: Option<PathBuf>) -
             build_services(&settings).await?.close().await;
             println!("database is up to date");
         }
+        Command::Gc { dry_run, cache } => admin::collect_garbage(&settings, cache.as_deref(), dry_run).await?,
         Command::Admin(command) => admin::run(&settings, command).await?,
     }
     Ok(())

@@ -11,7 +11,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::TokenKeys;
 use crate::config::{load_or_create_secret, Settings, StorageSettings};
-use crate::services::{Limits, Services};
+use crate::domain::GcPolicy;
+use crate::services::{GcSettings, Limits, Services};
 use crate::signing::MasterKey;
 use crate::storage::{FsStorage, S3Storage, Storage};
 
@@ -55,7 +56,14 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
         staleness: Duration::from_secs(settings.staleness_secs),
         default_priority: settings.default_priority,
     };
-    Services::connect(&settings.database_url(), storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits).await
+    let gc = GcSettings {
+        interval: Duration::from_secs(settings.gc_interval_secs),
+        pending_upload_expiry: Duration::from_secs(settings.pending_upload_expiry_secs),
+        release_grace: Duration::from_secs(settings.nar_release_grace_secs),
+        default_policy: GcPolicy { quota_bytes: settings.default_quota_bytes, ..GcPolicy::default() },
+        lock_file: settings.data_dir.join("gc.lock"),
+    };
+    Services::connect(&settings.database_url(), storage, MasterKey::new(master_key), TokenKeys::new(&token_secret), limits, gc).await
 }
 
 pub struct Application {

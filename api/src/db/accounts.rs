@@ -87,8 +87,21 @@ impl Database {
     }
 
     /// Deletes the account; its caches, their paths and every token go with it (cascade).
-    pub async fn delete_account(&self, account: AccountId) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(account.0).execute(&self.pool).await?;
+    /// Deletes the account and, by cascade, its caches and everything theirs; their build
+    /// logs' objects are queued for deletion in the same transaction (NARs are reclaimed by
+    /// the next sweep of unheld NARs).
+    pub async fn delete_account(&self, account: AccountId, storage_delete_due: i64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO storage_deletes (storage_key, due_at) SELECT l.storage_key, $2 FROM build_logs l \
+             JOIN caches c ON c.id = l.cache_id WHERE c.owner_id = $1",
+        )
+        .bind(account.0)
+        .bind(storage_delete_due)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(account.0).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

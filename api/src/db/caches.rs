@@ -5,7 +5,7 @@ use larder_protocol::signing::PublicKey;
 use sqlx::FromRow;
 
 use super::{now, Database};
-use crate::domain::{AccountId, Cache, CacheId, CacheName, SealedSecret, SigningKey, SigningMode};
+use crate::domain::{AccountId, Cache, CacheId, CacheName, GcPolicy, QuotaMode, SealedSecret, SigningKey, SigningMode};
 
 #[derive(FromRow)]
 struct CacheRow {
@@ -17,6 +17,9 @@ struct CacheRow {
     created_at: i64,
     owner_id: Option<i64>,
     description: String,
+    keep_days: Option<i64>,
+    quota_bytes: Option<i64>,
+    quota_mode: String,
 }
 
 impl TryFrom<CacheRow> for Cache {
@@ -33,6 +36,11 @@ impl TryFrom<CacheRow> for Cache {
             signing_mode: SigningMode::parse(&row.signing_mode).ok_or_else(|| corrupt("signing_mode"))?,
             description: row.description,
             created_at: row.created_at,
+            gc: GcPolicy {
+                keep_days: row.keep_days.map(u32::try_from).transpose().map_err(|_| corrupt("keep_days"))?,
+                quota_bytes: row.quota_bytes.map(u64::try_from).transpose().map_err(|_| corrupt("quota_bytes"))?,
+                quota_mode: QuotaMode::parse(&row.quota_mode).ok_or_else(|| corrupt("quota_mode"))?,
+            },
         })
     }
 }
@@ -84,11 +92,13 @@ pub struct NewCache<'a> {
     pub priority: i64,
     pub public_key: &'a PublicKey,
     pub secret: &'a SealedSecret,
+    pub gc: GcPolicy,
 }
 
 const KEY_COLUMNS: &str = "id, key_name, public_key, encrypted_secret, master_key_id, active, created_at";
 
-const CACHE_COLUMNS: &str = "id, name, is_public, priority, signing_mode, created_at, owner_id, description";
+const CACHE_COLUMNS: &str =
+    "id, name, is_public, priority, signing_mode, created_at, owner_id, description, keep_days, quota_bytes, quota_mode";
 
 fn caches(rows: Vec<CacheRow>) -> anyhow::Result<Vec<Cache>> {
     rows.into_iter().map(Cache::try_from).collect()
@@ -104,8 +114,8 @@ impl Database {
         let mut tx = self.pool.begin().await?;
         let created_at = now();
         let row: Option<CacheRow> = sqlx::query_as(&format!(
-            "INSERT INTO caches (name, is_public, priority, signing_mode, created_at, owner_id, description) \
-             VALUES ($1, $2, $3, 'server', $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
+            "INSERT INTO caches (name, is_public, priority, signing_mode, created_at, owner_id, description, keep_days, quota_bytes, quota_mode) \
+             VALUES ($1, $2, $3, 'server', $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING RETURNING {CACHE_COLUMNS}"
         ))
         .bind(new.name.as_str())
         .bind(i64::from(new.public))
@@ -113,6 +123,9 @@ impl Database {
         .bind(created_at)
         .bind(new.owner.map(|a| a.0))
         .bind(new.description)
+        .bind(new.gc.keep_days.map(i64::from))
+        .bind(new.gc.quota_bytes.map(i64::try_from).transpose()?)
+        .bind(new.gc.quota_mode.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cache) = row else {
@@ -165,10 +178,30 @@ impl Database {
         Ok(())
     }
 
-    /// Deletes a cache with its paths, keys and tokens (cascade). Its NAR objects stay
-    /// until garbage collection, since other caches may share them.
-    pub async fn delete_cache(&self, id: CacheId) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM caches WHERE id = $1").bind(id.0).execute(&self.pool).await?;
+    pub async fn set_gc_policy(&self, id: CacheId, gc: GcPolicy) -> anyhow::Result<()> {
+        sqlx::query("UPDATE caches SET keep_days = $2, quota_bytes = $3, quota_mode = $4 WHERE id = $1")
+            .bind(id.0)
+            .bind(gc.keep_days.map(i64::from))
+            .bind(gc.quota_bytes.map(i64::try_from).transpose()?)
+            .bind(gc.quota_mode.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a cache with its paths, keys, tokens, pins and possession of NARs (cascade),
+    /// and queues its build logs' objects for deletion in the same transaction. Its NARs
+    /// are reclaimed by the next sweep of unheld NARs (other caches may share them).
+    pub async fn delete_cache(&self, id: CacheId, storage_delete_due: i64) -> anyhow::Result<()> {
+        // The queue insert is a write, so SQLite takes its write lock at the first statement.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO storage_deletes (storage_key, due_at) SELECT storage_key, $2 FROM build_logs WHERE cache_id = $1")
+            .bind(id.0)
+            .bind(storage_delete_due)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM caches WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod caches;
+mod gc;
 mod nars;
 mod tokens;
 
@@ -16,6 +17,8 @@ use sqlx::{AnyPool, Executor};
 
 pub use accounts::AccountConflict;
 pub use caches::NewCache;
+pub use gc::{BatchOutcome, CacheGraph, CacheUsage, CollectorLock, GcPath, QueuedDelete, Referrer};
+pub use nars::PublishRefused;
 
 /// How many values one statement binds at most when a query takes a list (SQLite's and
 /// Postgres's limits are far above it); longer lists are sent in chunks of this size.

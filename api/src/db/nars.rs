@@ -1,8 +1,6 @@
 //! NARs (content-addressed, shared), each cache's possession of them, its published paths
 //! and its build logs.
 
-use std::collections::HashSet;
-
 use larder_protocol::compression::Compression;
 use larder_protocol::hash::Sha256Hash;
 use larder_protocol::signing::Signature;
@@ -84,6 +82,30 @@ impl TryFrom<PathRow> for PublishedPath {
     }
 }
 
+/// Why a path was not published.
+#[derive(Debug)]
+pub enum PublishRefused {
+    /// Hash parts of references the cache has no path for.
+    MissingReferences(Vec<String>),
+    /// The NAR's upload was reclaimed (expired or collected) before the commit.
+    NarReclaimed,
+}
+
+/// Gives a cache possession of a NAR (again: the upload time moves, so that a collection
+/// running now does not take it back); false if the NAR row is gone.
+async fn attach(conn: &mut sqlx::AnyConnection, cache: CacheId, nar: NarId, now: i64) -> anyhow::Result<bool> {
+    let result = sqlx::query(
+        "INSERT INTO cache_nars (cache_id, nar_id, uploaded_at) SELECT $1, id, $3 FROM nars WHERE id = $2 \
+         ON CONFLICT (cache_id, nar_id) DO UPDATE SET uploaded_at = excluded.uploaded_at, released_at = NULL",
+    )
+    .bind(cache.0)
+    .bind(nar.0)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
 fn joined_references(references: &[StorePath]) -> String {
     references.iter().map(StorePath::base_name).collect::<Vec<_>>().join(" ")
 }
@@ -104,10 +126,13 @@ impl Database {
         row.map(Nar::try_from).transpose()
     }
 
-    /// Records a stored NAR (once: a concurrent or earlier upload of the same bytes wins)
-    /// and gives `cache` possession of it.
-    pub async fn record_nar_upload(&self, cache: CacheId, nar: &NewNar) -> anyhow::Result<Nar> {
-        sqlx::query(
+    /// Records a NAR whose bytes this upload stored, and gives `cache` possession of it,
+    /// in one transaction; takes the upload's objects off the deletion queue (where they
+    /// waited in case the upload never finished). If the same bytes were recorded
+    /// meanwhile, that record wins and this upload's objects stay queued (redundant).
+    pub async fn record_new_nar(&self, cache: CacheId, nar: &NewNar, now: i64) -> anyhow::Result<Nar> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
             "INSERT INTO nars (file_hash, file_size, compression, nar_hash, nar_size, storage_key, listing_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (file_hash) DO NOTHING",
         )
@@ -118,20 +143,31 @@ impl Database {
         .bind(i64::try_from(nar.nar_size)?)
         .bind(&nar.storage_key)
         .bind(&nar.listing_key)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        let stored = self
-            .nar_by_file_hash(&nar.file_hash)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("NAR {} vanished after insert", nar.file_hash.to_nix32()))?;
-        sqlx::query("INSERT INTO cache_nars (cache_id, nar_id, uploaded_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(cache.0)
-            .bind(stored.id.0)
-            .bind(now())
-            .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            sqlx::query("DELETE FROM storage_deletes WHERE storage_key IN ($1, $2)")
+                .bind(&nar.storage_key)
+                .bind(&nar.listing_key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let stored: NarRow = sqlx::query_as(&format!("SELECT {NAR_COLUMNS} FROM nars n WHERE n.file_hash = $1"))
+            .bind(nar.file_hash.to_nix32())
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(stored)
+        attach(&mut tx, cache, NarId(stored.id), now).await?;
+        tx.commit().await?;
+        stored.try_into()
+    }
+
+    /// Gives `cache` possession of a NAR already stored; false if that NAR was reclaimed
+    /// meanwhile (its bytes are gone: the upload must be sent again).
+    pub async fn attach_nar(&self, cache: CacheId, nar: NarId, now: i64) -> anyhow::Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        attach(&mut conn, cache, nar, now).await
     }
 
     /// The NAR, if bytes with this file hash were uploaded to this cache (committed or not).
@@ -146,11 +182,13 @@ impl Database {
         row.map(Nar::try_from).transpose()
     }
 
-    /// The NAR, if a published path of this cache uses it.
+    /// The NAR, if a published path of this cache uses it, or did until a moment ago (a
+    /// client may have read the narinfo just before the path was deleted).
     pub async fn published_nar(&self, cache: CacheId, file_hash: &Sha256Hash) -> anyhow::Result<Option<Nar>> {
         let row: Option<NarRow> = sqlx::query_as(&format!(
             "SELECT {NAR_COLUMNS} FROM nars n WHERE n.file_hash = $2 \
-             AND EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = $1)"
+             AND (EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = $1) \
+             OR EXISTS (SELECT 1 FROM cache_nars c WHERE c.nar_id = n.id AND c.cache_id = $1 AND c.released_at IS NOT NULL))"
         ))
         .bind(cache.0)
         .bind(file_hash.to_nix32())
@@ -189,9 +227,13 @@ impl Database {
         Ok(n)
     }
 
-    /// Withdraws every path of a cache (its NARs stay uploaded to it).
+    /// Withdraws every path of a cache, and its pins (its NARs stay uploaded to it, as
+    /// pending uploads that expire).
     pub async fn delete_paths(&self, cache: CacheId) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM paths WHERE cache_id = $1").bind(cache.0).execute(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM paths WHERE cache_id = $1").bind(cache.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM pins WHERE cache_id = $1").bind(cache.0).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -207,26 +249,25 @@ impl Database {
     /// Which of these hashes this cache has no published path for: one query per
     /// [`MAX_BINDS_PER_QUERY`] hashes, never one per path.
     pub async fn missing_paths<'a>(&self, cache: CacheId, hashes: &[&'a StorePathHash]) -> anyhow::Result<Vec<&'a StorePathHash>> {
-        let mut present = HashSet::new();
-        for chunk in hashes.chunks(MAX_BINDS_PER_QUERY) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!("SELECT hash_part FROM paths WHERE cache_id = $1 AND hash_part IN ({})", placeholders.join(", "));
-            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(cache.0);
-            for hash in chunk {
-                query = query.bind(hash.as_str());
-            }
-            present.extend(query.fetch_all(&self.pool).await?.into_iter().map(|(hash,)| hash));
-        }
+        let mut conn = self.pool.acquire().await?;
+        let asked: Vec<&str> = hashes.iter().map(|h| h.as_str()).collect();
+        let present = self.present_hashes(&mut conn, cache, &asked, false).await?;
         Ok(hashes.iter().filter(|h| !present.contains(h.as_str())).copied().collect())
     }
 
-    /// Publishes a path, or replaces what an earlier push published for it (idempotent).
-    pub async fn upsert_path(&self, path: NewPath<'_>) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO paths (cache_id, hash_part, store_path, nar_id, refs, deriver, ca, sigs, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    /// Publishes a path, or replaces what an earlier push published for it (idempotent),
+    /// unless a reference (or the NAR's possession) is missing once the path is written:
+    /// then nothing is published and the missing references are returned. Written first,
+    /// checked second, with the checked rows locked on Postgres (see `gc`): a collection
+    /// running at the same time either sees this path or is seen by it.
+    pub async fn publish_path(&self, path: NewPath<'_>, now: i64) -> anyhow::Result<Result<(), PublishRefused>> {
+        let mut tx = self.pool.begin().await?;
+        let (path_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO paths (cache_id, hash_part, store_path, nar_id, refs, deriver, ca, sigs, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
              ON CONFLICT (cache_id, hash_part) DO UPDATE SET store_path = excluded.store_path, nar_id = excluded.nar_id, \
-             refs = excluded.refs, deriver = excluded.deriver, ca = excluded.ca, sigs = excluded.sigs",
+             refs = excluded.refs, deriver = excluded.deriver, ca = excluded.ca, sigs = excluded.sigs, last_used_at = excluded.last_used_at \
+             RETURNING id",
         )
         .bind(path.cache.0)
         .bind(path.store_path.hash_part())
@@ -236,10 +277,41 @@ impl Database {
         .bind(path.deriver.map(StorePath::base_name))
         .bind(path.ca)
         .bind(joined_signatures(path.signatures))
-        .bind(now())
-        .execute(&self.pool)
+        .bind(now)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(())
+        sqlx::query("DELETE FROM path_refs WHERE path_id = $1").bind(path_id).execute(&mut *tx).await?;
+        let own = path.store_path.hash_part();
+        let mut others: Vec<&str> = path.references.iter().map(StorePath::hash_part).filter(|h| *h != own).collect();
+        others.sort_unstable();
+        others.dedup();
+        for chunk in others.chunks(MAX_BINDS_PER_QUERY / 2) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("($1, $2, ${})", i + 3)).collect();
+            let sql = format!("INSERT INTO path_refs (path_id, cache_id, ref_hash) VALUES {}", values.join(", "));
+            let mut query = sqlx::query(&sql).bind(path_id).bind(path.cache.0);
+            for hash in chunk {
+                query = query.bind(*hash);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let present = self.present_hashes(&mut tx, path.cache, &others, true).await?;
+        let missing: Vec<String> = others.iter().filter(|h| !present.contains(**h)).map(|h| (*h).to_owned()).collect();
+        // Held (and no longer released, if a collection had just let it go): the row is
+        // written, so locked until this commits.
+        let nar_held = sqlx::query("UPDATE cache_nars SET released_at = NULL WHERE cache_id = $1 AND nar_id = $2")
+            .bind(path.cache.0)
+            .bind(path.nar.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !missing.is_empty() || !nar_held {
+            tx.rollback().await?;
+            return Ok(Err(if missing.is_empty() { PublishRefused::NarReclaimed } else { PublishRefused::MissingReferences(missing) }));
+        }
+        sqlx::query("UPDATE caches SET last_push_at = $2 WHERE id = $1").bind(path.cache.0).bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     pub async fn upsert_build_log(&self, cache: CacheId, drv: &StorePath, storage_key: &str, size: u64) -> anyhow::Result<()> {

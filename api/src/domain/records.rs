@@ -56,6 +56,53 @@ pub struct Cache {
     pub signing_mode: SigningMode,
     pub description: String,
     pub created_at: i64,
+    pub gc: GcPolicy,
+}
+
+/// What a cache keeps: paths used within `keep_days` (all, for `None`) and at most
+/// `quota_bytes` of NARs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GcPolicy {
+    pub keep_days: Option<u32>,
+    pub quota_bytes: Option<u64>,
+    pub quota_mode: QuotaMode,
+}
+
+/// What happens when a cache would exceed its quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum QuotaMode {
+    /// Collections evict least recently used paths until it fits.
+    #[default]
+    Evict,
+    /// Pushes that would exceed it are refused before bytes are stored.
+    Refuse,
+}
+
+impl QuotaMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaMode::Evict => "evict",
+            QuotaMode::Refuse => "refuse",
+        }
+    }
+
+    pub fn parse(mode: &str) -> Option<Self> {
+        match mode {
+            "evict" => Some(QuotaMode::Evict),
+            "refuse" => Some(QuotaMode::Refuse),
+            _ => None,
+        }
+    }
+}
+
+/// One path a named pin holds (the newest) or still keeps (earlier revisions).
+#[derive(Clone, Debug)]
+pub struct PinRevision {
+    pub name: String,
+    pub store_path: StorePath,
+    pub keep_revisions: Option<u32>,
+    pub keep_days: Option<u32>,
+    pub pinned_at: i64,
 }
 
 /// A server-held secret key, sealed under the master key.

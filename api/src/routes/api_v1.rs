@@ -12,7 +12,9 @@ use super::body::Credentials;
 use super::errors::ApiError;
 use super::extract::CachePath;
 use crate::domain::{self, CacheName, Permission, TokenId, TokenScope};
-use crate::services::{CacheChanges, NewOwnedCache, Principal, ServiceError, Services, TokenRequest, TokenTarget};
+use crate::services::{
+    CacheChanges, CacheCollection, CollectReason, NewOwnedCache, Principal, ServiceError, Services, TokenRequest, TokenTarget,
+};
 use crate::startup::PublicUrl;
 
 type ApiResult = Result<HttpResponse, ApiError>;
@@ -128,6 +130,66 @@ fn token_view(caches: &[domain::Cache], token: domain::Token) -> api::Token {
         expires_at,
         revoked_at,
         last_used_at,
+    }
+}
+
+impl From<domain::GcPolicy> for api::GcPolicy {
+    fn from(policy: domain::GcPolicy) -> Self {
+        let domain::GcPolicy { keep_days, quota_bytes, quota_mode } = policy;
+        let quota_mode = match quota_mode {
+            domain::QuotaMode::Evict => api::QuotaMode::Evict,
+            domain::QuotaMode::Refuse => api::QuotaMode::Refuse,
+        };
+        api::GcPolicy { keep_days, quota_bytes, quota_mode }
+    }
+}
+
+impl From<api::GcPolicy> for domain::GcPolicy {
+    fn from(policy: api::GcPolicy) -> Self {
+        let api::GcPolicy { keep_days, quota_bytes, quota_mode } = policy;
+        let quota_mode = match quota_mode {
+            api::QuotaMode::Evict => domain::QuotaMode::Evict,
+            api::QuotaMode::Refuse => domain::QuotaMode::Refuse,
+        };
+        domain::GcPolicy { keep_days, quota_bytes, quota_mode }
+    }
+}
+
+impl From<CacheCollection> for api::GcPreview {
+    fn from(collection: CacheCollection) -> Self {
+        let paths = collection
+            .paths
+            .into_iter()
+            .map(|path| api::CollectablePath {
+                store_path: path.store_path,
+                file_size: path.file_size,
+                nar_size: path.nar_size,
+                last_used_at: path.last_used_at,
+                reason: match path.reason {
+                    CollectReason::Retention => api::CollectReason::Retention,
+                    CollectReason::Quota => api::CollectReason::Quota,
+                },
+            })
+            .collect();
+        api::GcPreview { path_count: collection.path_count, bytes_freed: collection.bytes_freed, paths }
+    }
+}
+
+impl From<crate::db::CacheUsage> for api::Usage {
+    fn from(usage: crate::db::CacheUsage) -> Self {
+        let crate::db::CacheUsage { paths, stored_bytes, served_bytes_24h, served_bytes_30d, last_push_at, last_use_at } = usage;
+        api::Usage { paths, stored_bytes, served_bytes_24h, served_bytes_30d, last_push_at, last_use_at }
+    }
+}
+
+fn pin_view((newest, earlier): (domain::PinRevision, Vec<domain::PinRevision>)) -> api::Pin {
+    api::Pin {
+        store_path: newest.store_path.to_absolute(),
+        pinned_at: newest.pinned_at,
+        keep_revisions: newest.keep_revisions,
+        keep_days: newest.keep_days,
+        earlier: earlier.into_iter().map(|r| api::PinRevision { store_path: r.store_path.to_absolute(), pinned_at: r.pinned_at }).collect(),
+        name: newest.name,
     }
 }
 
@@ -349,4 +411,99 @@ pub async fn set_signing_mode(
     let api::SetSigningMode { mode, drop_paths } = body.into_inner();
     services.set_signing_mode(&principal, &cache.0, mode.into(), drop_paths).await?;
     Ok(HttpResponse::Ok().json(api::SigningModeSet { mode }))
+}
+
+// ---- garbage collection, pins, paths, usage ----------------------------------------------
+
+pub async fn get_gc_policy(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
+    let principal = services.authenticate(credentials.token()).await?;
+    Ok(HttpResponse::Ok().json(api::GcPolicy::from(services.gc_policy(principal.as_ref(), &cache.0).await?)))
+}
+
+pub async fn set_gc_policy(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::GcPolicy>,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let policy = services.set_gc_policy(&principal, &cache.0, body.into_inner().into()).await?;
+    Ok(HttpResponse::Ok().json(api::GcPolicy::from(policy)))
+}
+
+pub async fn preview_gc(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    Ok(HttpResponse::Ok().json(api::GcPreview::from(services.gc_preview(&principal, &cache.0).await?)))
+}
+
+pub async fn list_pins(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
+    let principal = services.authenticate(credentials.token()).await?;
+    let pins: Vec<api::Pin> = services.pins(principal.as_ref(), &cache.0).await?.into_iter().map(pin_view).collect();
+    Ok(HttpResponse::Ok().json(pins))
+}
+
+pub async fn create_pin(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    body: web::Json<api::NewPin>,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let api::NewPin { name, store_path, keep_revisions, keep_days } = body.into_inner();
+    let pin = services.pin(&principal, &cache.0, &name, &store_path, (keep_revisions, keep_days)).await?;
+    Ok(HttpResponse::Created().json(pin_view(pin)))
+}
+
+pub async fn delete_pin(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    services.unpin(&principal, &cache.0, &path.1).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The body is optional (`{"with_referrers": true}` to delete the referrers too).
+pub async fn delete_path(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+    body: web::Bytes,
+) -> ApiResult {
+    let request: api::DeletePath = if body.iter().all(u8::is_ascii_whitespace) {
+        api::DeletePath::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let principal = caller(&services, &credentials).await?;
+    let Ok(hash) = larder_protocol::binary_cache::parse_hash_part(&path.1) else {
+        return Err(ServiceError::NotFound(format!("'{}' is not a store path hash", path.1)).into());
+    };
+    let deleted = services.delete_path(&principal, &cache.0, &hash, request.with_referrers).await?;
+    Ok(HttpResponse::Ok().json(api::DeletedPaths { deleted }))
+}
+
+pub async fn cache_usage(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
+    let principal = services.authenticate(credentials.token()).await?;
+    Ok(HttpResponse::Ok().json(api::Usage::from(services.usage(principal.as_ref(), &cache.0).await?)))
+}
+
+pub async fn account_usage(services: web::Data<Services>, credentials: Credentials) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let mut total = api::Usage::default();
+    let mut caches = Vec::new();
+    for (cache, usage) in services.account_usage(&principal).await? {
+        let usage = api::Usage::from(usage);
+        total.paths += usage.paths;
+        total.stored_bytes += usage.stored_bytes;
+        total.served_bytes_24h += usage.served_bytes_24h;
+        total.served_bytes_30d += usage.served_bytes_30d;
+        total.last_push_at = total.last_push_at.max(usage.last_push_at);
+        total.last_use_at = total.last_use_at.max(usage.last_use_at);
+        caches.push(api::CacheUsage { cache: cache.name.as_str().to_owned(), usage });
+    }
+    Ok(HttpResponse::Ok().json(api::AccountUsage { total, caches }))
 }

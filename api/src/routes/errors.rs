@@ -13,6 +13,7 @@ fn status(error: &ServiceError) -> StatusCode {
         ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         ServiceError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -189,6 +189,7 @@ mod tests {
             signing_mode: SigningMode::Server,
             description: String::new(),
             created_at: 0,
+            gc: Default::default(),
         }
     }
 

@@ -141,9 +141,10 @@ impl Services {
         if confirm != account.username.as_str() {
             return Err(ServiceError::BadRequest("to delete the account, confirm with its username".into()));
         }
-        self.db().delete_account(account.id).await?;
+        self.db().delete_account(account.id, self.storage_delete_due()).await?;
         self.inner.memo.forget_all_tokens();
         self.inner.memo.forget_all_caches();
+        self.reclaim_soon();
         tracing::info!(account = %account.username, "deleted account");
         Ok(())
     }

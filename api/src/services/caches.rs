@@ -51,7 +51,16 @@ impl Services {
         let secret = self.seal(&key)?;
         let cache = self
             .db()
-            .create_cache(NewCache { name, owner, description, public, priority, public_key: &public_key, secret: &secret })
+            .create_cache(NewCache {
+                name,
+                owner,
+                description,
+                public,
+                priority,
+                public_key: &public_key,
+                secret: &secret,
+                gc: self.gc_settings().default_policy,
+            })
             .await?
             .ok_or_else(|| ServiceError::Conflict(format!("a cache named '{name}' already exists")))?;
         // This node may remember that no cache had the name.
@@ -99,17 +108,20 @@ impl Services {
     }
 
     /// Deletes a cache: its paths, keys and tokens at once; `confirm` must repeat its name.
+    /// Its objects go through the deletion queue: build logs at once, NARs once no other
+    /// cache holds them (the sweep that follows).
     #[tracing::instrument(skip_all, fields(cache = %name))]
     pub async fn delete_cache(&self, principal: &Principal, name: &CacheName, confirm: &str) -> ServiceResult<()> {
         let cache = self.authorize(name, Some(principal), Permission::Admin).await?;
         if confirm != cache.name.as_str() {
             return Err(ServiceError::BadRequest("to delete a cache, confirm with its name".into()));
         }
-        self.db().delete_cache(cache.id).await?;
+        self.db().delete_cache(cache.id, self.storage_delete_due()).await?;
         // Its tokens and paths went with it.
         self.inner.memo.forget_cache(&cache.name);
         self.inner.memo.forget_all_tokens();
         self.inner.memo.forget_narinfos();
+        self.reclaim_soon();
         tracing::info!("deleted cache");
         Ok(())
     }

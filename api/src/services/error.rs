@@ -24,6 +24,9 @@ pub enum ServiceError {
     RequestTimeout,
     #[error("body too large: the limit is {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// A cache's hard quota would be exceeded.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -38,6 +41,7 @@ impl ServiceError {
             ServiceError::BadRequest(_) => "bad_request",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::PayloadTooLarge { .. } => "payload_too_large",
+            ServiceError::InsufficientStorage(_) => "insufficient_storage",
             ServiceError::TooManyRequests { .. } => "too_many_requests",
             ServiceError::RequestTimeout => "request_timeout",
             ServiceError::Internal(_) => "internal",

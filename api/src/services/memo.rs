@@ -1,8 +1,9 @@
 //! What the hot read path remembers for a short while (`staleness_secs`): verified token
-//! records, caches by name, their active key names and rendered narinfos (and misses). A change made through this node
-//! forgets what it changed at once; a change made on another node (or by the admin
-//! command) is seen here within the bound. Token uses are kept in memory and written in
-//! batches, so that reading a cache writes nothing to the database.
+//! records, caches by name, their active key names and rendered narinfos (and misses). A
+//! change made through this node forgets what it changed at once; a change made on another
+//! node (or by the admin command) is seen here within the bound. Uses (of tokens and of
+//! paths) and NAR bytes served are kept in memory and written in batches, so that reading
+//! a cache writes nothing to the database.
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -13,13 +14,38 @@ use moka::sync::Cache as Lru;
 
 use larder_protocol::store_path::StorePathHash;
 
-use crate::domain::{Cache, CacheId, CacheName, Token, TokenId};
+use crate::domain::{Cache, CacheId, CacheName, NarId, PathId, Token, TokenId};
 
 pub(super) struct Memo {
     /// `None` caches nothing: every lookup goes to the database.
     remembered: Option<Remembered>,
     /// Last use of each token since the last flush.
     uses: Mutex<HashMap<TokenId, i64>>,
+    /// Path uses and NAR bytes served since the last flush.
+    path_uses: Mutex<PathUses>,
+    /// Woken when `path_uses` is large enough to be written before the next tick.
+    pub(super) flush_soon: tokio::sync::Notify,
+}
+
+/// What substitution did since the last flush.
+#[derive(Default)]
+pub(super) struct PathUses {
+    /// Last use by narinfo, per path.
+    pub(super) paths: HashMap<PathId, i64>,
+    /// Last use by NAR download, per cache and NAR (every path of the cache using it).
+    pub(super) nars: HashMap<(CacheId, NarId), i64>,
+    /// NAR bytes sent, per cache and hour.
+    pub(super) served: HashMap<(CacheId, i64), u64>,
+}
+
+/// Distinct uses kept before a flush is asked for (about 50 bytes each).
+const PATH_USES_BEFORE_FLUSH: usize = 100_000;
+
+/// A rendered, signed narinfo and the path it is of (whose use it records).
+#[derive(Clone)]
+pub(super) struct RenderedNarinfo {
+    pub(super) path: PathId,
+    pub(super) text: Bytes,
 }
 
 struct Remembered {
@@ -30,7 +56,7 @@ struct Remembered {
     active_keys: Lru<CacheId, Arc<Vec<String>>>,
     /// Rendered, signed narinfos by cache and hash; `None` for a path the cache lacks
     /// (substituters ask for many of those).
-    narinfos: Lru<(CacheId, StorePathHash), Option<Bytes>>,
+    narinfos: Lru<(CacheId, StorePathHash), Option<RenderedNarinfo>>,
 }
 
 const MAX_TOKENS: u64 = 100_000;
@@ -47,11 +73,13 @@ impl Memo {
             active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             narinfos: Lru::builder()
                 .max_capacity(MAX_NARINFO_BYTES)
-                .weigher(|_, narinfo: &Option<Bytes>| 64 + narinfo.as_ref().map_or(0, |text| u32::try_from(text.len()).unwrap_or(u32::MAX)))
+                .weigher(|_, narinfo: &Option<RenderedNarinfo>| {
+                    64 + narinfo.as_ref().map_or(0, |n| u32::try_from(n.text.len()).unwrap_or(u32::MAX))
+                })
                 .time_to_live(staleness)
                 .build(),
         });
-        Self { remembered, uses: Mutex::default() }
+        Self { remembered, uses: Mutex::default(), path_uses: Mutex::default(), flush_soon: tokio::sync::Notify::new() }
     }
 
     pub(super) fn token(&self, id: &TokenId) -> Option<Option<Arc<Token>>> {
@@ -121,11 +149,11 @@ impl Memo {
         self.forget_narinfos();
     }
 
-    pub(super) fn narinfo(&self, cache: CacheId, hash: &StorePathHash) -> Option<Option<Bytes>> {
+    pub(super) fn narinfo(&self, cache: CacheId, hash: &StorePathHash) -> Option<Option<RenderedNarinfo>> {
         self.remembered.as_ref()?.narinfos.get(&(cache, hash.clone()))
     }
 
-    pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, narinfo: Option<Bytes>) {
+    pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, narinfo: Option<RenderedNarinfo>) {
         if let Some(r) = &self.remembered {
             r.narinfos.insert((cache, hash), narinfo);
         }
@@ -153,6 +181,47 @@ impl Memo {
     pub(super) fn take_uses(&self) -> HashMap<TokenId, i64> {
         std::mem::take(&mut *self.uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
+
+    fn with_path_uses(&self, record: impl FnOnce(&mut PathUses)) {
+        let mut uses = self.path_uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        record(&mut uses);
+        if uses.paths.len() + uses.nars.len() == PATH_USES_BEFORE_FLUSH {
+            self.flush_soon.notify_one();
+        }
+    }
+
+    pub(super) fn record_path_use(&self, path: PathId, at: i64) {
+        self.with_path_uses(|uses| {
+            uses.paths.insert(path, at);
+        });
+    }
+
+    /// A NAR download: a use of the cache's paths with that NAR, and bytes served.
+    pub(super) fn record_nar_use(&self, cache: CacheId, nar: NarId, bytes: u64, at: i64) {
+        self.with_path_uses(|uses| {
+            uses.nars.insert((cache, nar), at);
+            *uses.served.entry((cache, at.div_euclid(3600))).or_default() += bytes;
+        });
+    }
+
+    pub(super) fn take_path_uses(&self) -> PathUses {
+        std::mem::take(&mut *self.path_uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Puts back uses that could not be written (kept for the next flush, merged with newer).
+    pub(super) fn restore_path_uses(&self, old: PathUses) {
+        self.with_path_uses(|uses| {
+            for (path, at) in old.paths {
+                uses.paths.entry(path).and_modify(|t| *t = (*t).max(at)).or_insert(at);
+            }
+            for (key, at) in old.nars {
+                uses.nars.entry(key).and_modify(|t| *t = (*t).max(at)).or_insert(at);
+            }
+            for (key, bytes) in old.served {
+                *uses.served.entry(key).or_default() += bytes;
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -167,7 +236,7 @@ mod tests {
     #[test]
     fn narinfos_are_bounded_by_bytes_not_entries() {
         let memo = Memo::new(Duration::from_secs(60));
-        let big = Bytes::from(vec![b'x'; 512 << 10]);
+        let big = RenderedNarinfo { path: PathId(1), text: Bytes::from(vec![b'x'; 512 << 10]) };
         for i in 0..100 {
             memo.remember_narinfo(CacheId(1), hash(i), Some(big.clone()));
         }
@@ -181,7 +250,7 @@ mod tests {
     fn zero_staleness_remembers_nothing() {
         let memo = Memo::new(Duration::ZERO);
         memo.remember_narinfo(CacheId(1), hash(1), None);
-        assert_eq!(memo.narinfo(CacheId(1), &hash(1)), None);
+        assert!(memo.narinfo(CacheId(1), &hash(1)).is_none());
         memo.record_use(&TokenId::from_presented("t"), 5);
         assert_eq!(memo.take_uses().len(), 1, "uses are still recorded, to be written");
     }

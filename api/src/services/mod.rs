@@ -4,7 +4,9 @@
 mod access;
 mod accounts;
 mod caches;
+mod clock;
 mod error;
+mod gc;
 mod keys;
 mod limited_body;
 mod memo;
@@ -24,7 +26,9 @@ use crate::storage::Storage;
 pub use access::Principal;
 pub use accounts::LoginLimiter;
 pub use caches::{CacheChanges, CreatedCache, NewOwnedCache};
+pub use clock::Clock;
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
+pub use gc::{CacheCollection, CollectReason, Collectable, Collection, GcSettings};
 pub use limited_body::LimitedBody;
 pub use substitute::NarDownload;
 pub use tokens::{CreatedToken, TokenRequest, TokenTarget, MAX_TOKEN_LIFETIME, SESSION_LIFETIME};
@@ -59,12 +63,14 @@ struct Inner {
     login_limiter: LoginLimiter,
     upload_slots: upload_slots::UploadSlots,
     memo: memo::Memo,
+    clock: Clock,
+    gc: GcSettings,
     /// Set by [`Services::close`]: nothing is written after it.
     closed: std::sync::atomic::AtomicBool,
 }
 
-/// How often recorded token uses are written to the database.
-const TOKEN_USE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often recorded token and path uses are written to the database.
+const USE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Services {
     /// Connects to the database (migrating it) and wires the use-cases to it.
@@ -74,6 +80,7 @@ impl Services {
         master_key: MasterKey,
         token_keys: TokenKeys,
         limits: Limits,
+        gc: GcSettings,
     ) -> anyhow::Result<Self> {
         let db = Database::connect(database_url).await?;
         db.migrate().await?;
@@ -88,27 +95,37 @@ impl Services {
             login_limiter,
             upload_slots: Default::default(),
             memo,
+            clock: Clock::default(),
+            gc,
             closed: Default::default(),
         };
         let services = Self { inner: Arc::new(inner) };
-        services.flush_token_uses_periodically();
+        services.flush_uses_periodically();
+        services.collect_periodically();
         Ok(services)
     }
 
-    /// Writes recorded token uses every [`TOKEN_USE_FLUSH`], for as long as the services
-    /// live (a crash loses at most that much of the tokens' last-use times).
-    fn flush_token_uses_periodically(&self) {
+    /// Writes recorded token and path uses every [`USE_FLUSH`] (sooner when many path uses
+    /// pile up), for as long as the services live: a crash loses at most that much of the
+    /// last-use times, never data.
+    fn flush_uses_periodically(&self) {
         let services = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TOKEN_USE_FLUSH);
+            let mut tick = tokio::time::interval(USE_FLUSH);
             tick.tick().await;
             loop {
-                tick.tick().await;
                 let Some(inner) = services.upgrade() else { return };
+                // Held while waiting, at most one tick: `close` ends the loop.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = inner.memo.flush_soon.notified() => {}
+                }
                 if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                     return;
                 }
-                Services { inner }.flush_token_uses().await;
+                let services = Services { inner };
+                services.flush_token_uses().await;
+                services.flush_path_uses().await;
             }
         });
     }
@@ -135,6 +152,7 @@ impl Services {
             return;
         }
         self.flush_token_uses().await;
+        self.flush_path_uses().await;
         self.db().close().await;
     }
 

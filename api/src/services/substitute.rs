@@ -8,36 +8,47 @@ use larder_protocol::store_path::StorePathHash;
 
 use std::sync::Arc;
 
+use super::memo::RenderedNarinfo;
 use super::{ServiceResult, Services};
-use crate::domain::{Cache, PublishedPath};
+use crate::domain::{Cache, CacheId, NarId, PublishedPath};
 use crate::storage::{ByteRange, Object};
 
 /// A NAR that may be sent: its size, and where its bytes are.
 pub struct NarDownload {
     pub size: u64,
     storage_key: String,
+    cache: CacheId,
+    nar: NarId,
 }
 
 impl Services {
     /// The narinfo of a published path, signed; `None` if this cache has no such path.
+    /// Asking for it is a use of the path (garbage collection keeps used paths).
     #[tracing::instrument(level = "debug", skip_all, fields(cache = %cache.name, path = %hash))]
     pub async fn narinfo(&self, cache: &Cache, hash: &StorePathHash) -> ServiceResult<Option<Bytes>> {
-        if let Some(remembered) = self.inner.memo.narinfo(cache.id, hash) {
-            return Ok(remembered);
-        }
-        let rendered = match self.db().path(cache.id, hash).await? {
-            Some(path) => {
-                let mut info = narinfo_of(path);
-                // Only active keys' signatures are served: retiring a key withdraws them.
-                let active = self.active_key_names(cache).await?;
-                let active: Vec<&str> = active.iter().map(String::as_str).collect();
-                info.retain_signatures_by(&active);
-                Some(Bytes::from(info.render()))
+        let rendered = match self.inner.memo.narinfo(cache.id, hash) {
+            Some(remembered) => remembered,
+            None => {
+                let rendered = match self.db().path(cache.id, hash).await? {
+                    Some(path) => {
+                        let id = path.id;
+                        let mut info = narinfo_of(path);
+                        // Only active keys' signatures are served: retiring a key withdraws them.
+                        let active = self.active_key_names(cache).await?;
+                        let active: Vec<&str> = active.iter().map(String::as_str).collect();
+                        info.retain_signatures_by(&active);
+                        Some(RenderedNarinfo { path: id, text: Bytes::from(info.render()) })
+                    }
+                    None => None,
+                };
+                self.inner.memo.remember_narinfo(cache.id, hash.clone(), rendered.clone());
+                rendered
             }
-            None => None,
         };
-        self.inner.memo.remember_narinfo(cache.id, hash.clone(), rendered.clone());
-        Ok(rendered)
+        Ok(rendered.map(|narinfo| {
+            self.inner.memo.record_path_use(narinfo.path, self.clock().now());
+            narinfo.text
+        }))
     }
 
     /// The names of a cache's active keys, remembered for a while (see `memo`).
@@ -66,17 +77,24 @@ impl Services {
         } else {
             self.db().published_nar(cache.id, file_hash).await?
         };
-        Ok(nar
-            .filter(|nar| nar.compression.extension() == extension)
-            .map(|nar| NarDownload { size: nar.file_size, storage_key: nar.storage_key }))
+        Ok(nar.filter(|nar| nar.compression.extension() == extension).map(|nar| NarDownload {
+            size: nar.file_size,
+            storage_key: nar.storage_key,
+            cache: cache.id,
+            nar: nar.id,
+        }))
     }
 
+    /// Opens a NAR to send it (or a range of it): a use of the cache's paths with it.
     pub async fn open_nar(&self, nar: &NarDownload, range: Option<ByteRange>) -> ServiceResult<Object> {
-        Ok(self
+        let object = self
             .storage()
             .get(&nar.storage_key, range)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("NAR {} is recorded but missing from storage", nar.storage_key))?)
+            .ok_or_else(|| anyhow::anyhow!("NAR {} is recorded but missing from storage", nar.storage_key))?;
+        let sent = range.map_or(nar.size, |r| r.len());
+        self.inner.memo.record_nar_use(nar.cache, nar.nar, sent, self.clock().now());
+        Ok(object)
     }
 
     /// The `.ls` listing of a published path's NAR (none if it was too large to keep).

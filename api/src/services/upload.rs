@@ -16,16 +16,26 @@ use larder_protocol::store_path::{StorePath, StorePathHash};
 use super::limited_body::LimitedBody;
 use super::nar_verifier::{NarSink, NarVerifier};
 use super::{ServiceError, ServiceResult, Services};
+use crate::db::PublishRefused;
 use crate::domain::{Cache, Nar, NewNar, NewPath, SigningMode};
 use crate::storage::Upload;
 
-/// Where a NAR's bytes live, by file hash (content-addressed, shared by every cache).
-fn nar_storage_key(file_hash: &Sha256Hash, compression: Compression) -> String {
-    nar_url(file_hash, compression)
+/// Where one upload of a NAR keeps its bytes and listing: named by file hash, plus a
+/// suffix of its own, so that an upload of bytes just reclaimed never shares an object
+/// with the reclaimed copy's pending delete (clients find NARs by file hash, through the
+/// database, never by key).
+struct ObjectKeys {
+    nar: String,
+    listing: String,
 }
 
-fn listing_storage_key(file_hash: &Sha256Hash) -> String {
-    format!("ls/{}.ls", file_hash.to_nix32())
+impl ObjectKeys {
+    fn new(file_hash: &Sha256Hash, compression: Compression) -> Self {
+        let unique = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        let url = nar_url(file_hash, compression);
+        let (stem, extension) = url.split_once('.').expect("a NAR URL has an extension");
+        Self { nar: format!("{stem}-{unique}.{extension}"), listing: format!("ls/{}-{unique}.ls", file_hash.to_nix32()) }
+    }
 }
 
 /// An upload whose bytes hashed to the URL's file hash and formed a valid NAR.
@@ -37,15 +47,15 @@ struct VerifiedNar {
 }
 
 impl VerifiedNar {
-    fn new_nar(&self) -> NewNar {
+    fn new_nar(&self, keys: ObjectKeys) -> NewNar {
         NewNar {
             file_hash: self.file_hash,
             file_size: self.file_size,
             compression: self.compression,
             nar_hash: self.summary.nar_hash,
             nar_size: self.summary.nar_size,
-            storage_key: nar_storage_key(&self.file_hash, self.compression),
-            listing_key: listing_storage_key(&self.file_hash),
+            storage_key: keys.nar,
+            listing_key: keys.listing,
         }
     }
 }
@@ -70,14 +80,17 @@ impl Services {
         // Bytes already stored (pushed to any cache) need not be stored again, but this
         // cache must still prove it has them, so they are hashed and parsed all the same.
         let already_stored = self.db().nar_by_file_hash(&file_hash).await?;
+        if self.db().uploaded_nar(cache.id, &file_hash).await?.is_none() {
+            self.check_hard_quota(cache, content_length).await?;
+        }
         // Begun at the first chunk, once the bytes have told the compression (and so the key).
-        let mut upload: Option<Box<dyn Upload>> = None;
+        let mut upload: Option<(Box<dyn Upload>, ObjectKeys)> = None;
         let store = already_stored.is_none();
         let mut verified = match self.stream_and_verify(body, file_hash, extension, store, &mut upload).await {
             Ok(verified) => verified,
             Err(error) => {
                 // Explicitly, not only on drop: a rejected upload must leave nothing behind.
-                if let Some(upload) = upload {
+                if let Some((upload, _)) = upload {
                     if let Err(error) = upload.abort().await {
                         tracing::warn!(%error, "could not discard a rejected upload");
                     }
@@ -85,12 +98,28 @@ impl Services {
                 return Err(error);
             }
         };
+        let now = self.clock().now();
         match already_stored {
-            Some(stored) => check_same_content(&stored, &verified)?,
-            None => self.keep_verified_nar(&mut verified, upload).await?,
+            Some(stored) => {
+                check_same_content(&stored, &verified)?;
+                if !self.db().attach_nar(cache.id, stored.id, now).await? {
+                    return Err(ServiceError::Conflict(format!(
+                        "{} was being garbage-collected while it was uploaded: upload it again",
+                        nar_url(&file_hash, verified.compression)
+                    )));
+                }
+            }
+            None => {
+                let (upload, keys) = upload.ok_or_else(|| ServiceError::BadRequest("empty body: not a NAR".into()))?;
+                if let Err(error) = self.check_hard_quota(cache, Some(verified.file_size)).await {
+                    upload.abort().await?;
+                    return Err(error);
+                }
+                self.keep_verified_nar(&mut verified, upload, &keys).await?;
+                self.db().record_new_nar(cache.id, &verified.new_nar(keys), now).await?;
+            }
         }
-        let nar = self.db().record_nar_upload(cache.id, &verified.new_nar()).await?;
-        tracing::info!(size = nar.file_size, "received NAR");
+        tracing::info!(size = verified.file_size, "received NAR");
         Ok(())
     }
 
@@ -103,7 +132,7 @@ impl Services {
         expected_hash: Sha256Hash,
         extension: &str,
         store: bool,
-        upload: &mut Option<Box<dyn Upload>>,
+        upload: &mut Option<(Box<dyn Upload>, ObjectKeys)>,
     ) -> ServiceResult<VerifiedNar>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
@@ -115,10 +144,15 @@ impl Services {
             file_hasher.update(&chunk);
             verifier.write(&chunk).await?;
             if upload.is_none() && store {
-                let key = nar_storage_key(&expected_hash, verifier.compression());
-                *upload = Some(self.storage().begin_upload(&key).await?);
+                let keys = ObjectKeys::new(&expected_hash, verifier.compression());
+                // Queued for deletion before a byte is written, taken off the queue when
+                // the NAR is recorded: an upload cut short by a crash is reclaimed a day
+                // later (the pending-upload expiry), not leaked.
+                let expiry = i64::try_from(self.gc_settings().pending_upload_expiry.as_secs()).unwrap_or(i64::MAX);
+                self.db().queue_storage_deletes(&[&keys.nar, &keys.listing], self.clock().now().saturating_add(expiry)).await?;
+                *upload = Some((self.storage().begin_upload(&keys.nar).await?, keys));
             }
-            if let Some(upload) = upload.as_mut() {
+            if let Some((upload, _)) = upload.as_mut() {
                 upload.write(chunk).await?;
             }
         }
@@ -136,15 +170,13 @@ impl Services {
 
     /// Makes a verified upload's object (and its listing, when not too large) visible.
     /// The listing is moved out (it may be 16 MiB: never copied).
-    async fn keep_verified_nar(&self, verified: &mut VerifiedNar, upload: Option<Box<dyn Upload>>) -> ServiceResult<()> {
-        let listing_key = listing_storage_key(&verified.file_hash);
+    async fn keep_verified_nar(&self, verified: &mut VerifiedNar, upload: Box<dyn Upload>, keys: &ObjectKeys) -> ServiceResult<()> {
         match verified.summary.listing.take() {
-            Some(listing) => self.storage().put_bytes(&listing_key, Bytes::from(listing)).await?,
+            Some(listing) => self.storage().put_bytes(&keys.listing, Bytes::from(listing)).await?,
             // The NAR is fine; only its `.ls` (which nix never needs to substitute) is too
             // large to keep: that key stays empty and `.ls` answers 404.
             None => tracing::info!(limit = self.limits().max_listing_size, "NAR listing larger than max_listing_size: not kept"),
         }
-        let upload = upload.ok_or_else(|| ServiceError::BadRequest("empty body: not a NAR".into()))?;
         upload.commit().await?;
         Ok(())
     }
@@ -161,18 +193,34 @@ impl Services {
         check_matches_nar(&info, &nar)?;
         self.check_references_present(cache, &info).await?;
         let signatures = self.signatures_for(cache, &info).await?;
-        self.db()
-            .upsert_path(NewPath {
-                cache: cache.id,
-                store_path: &info.store_path,
-                nar: nar.id,
-                references: &info.references,
-                deriver: info.deriver.as_ref(),
-                ca: info.ca.as_deref(),
-                signatures: &signatures,
-            })
+        // Checked again in the transaction that publishes the path: a collection may be
+        // deleting them right now.
+        let published = self
+            .db()
+            .publish_path(
+                NewPath {
+                    cache: cache.id,
+                    store_path: &info.store_path,
+                    nar: nar.id,
+                    references: &info.references,
+                    deriver: info.deriver.as_ref(),
+                    ca: info.ca.as_deref(),
+                    signatures: &signatures,
+                },
+                self.clock().now(),
+            )
             .await?;
+        match published {
+            Ok(()) => {}
+            Err(PublishRefused::MissingReferences(missing)) => {
+                return Err(ServiceError::BadRequest(missing_references_message(&info.references, &missing)));
+            }
+            Err(PublishRefused::NarReclaimed) => {
+                return Err(ServiceError::BadRequest(format!("{} is no longer in this cache (expired): upload the NAR again", info.url)));
+            }
+        }
         self.inner.memo.forget_narinfo(cache.id, hash);
+        self.enforce_soft_quota_soon(cache);
         tracing::info!("published path");
         Ok(())
     }
@@ -200,6 +248,7 @@ impl Services {
         if missing.is_empty() {
             Ok(())
         } else {
+            let missing: Vec<String> = missing.iter().map(|h| h.as_str().to_owned()).collect();
             Err(ServiceError::BadRequest(missing_references_message(&info.references, &missing)))
         }
     }
@@ -281,10 +330,10 @@ fn check_matches_nar(info: &NarInfo, nar: &Nar) -> ServiceResult<()> {
 
 /// "references not in this cache", naming at most a few of them (a narinfo may list
 /// thousands, and nix prints the whole body to the user).
-fn missing_references_message(references: &[StorePath], missing: &[&StorePathHash]) -> String {
+fn missing_references_message(references: &[StorePath], missing: &[String]) -> String {
     const NAMED: usize = 5;
-    let missing: std::collections::HashSet<&StorePathHash> = missing.iter().copied().collect();
-    let named: Vec<String> = references.iter().filter(|r| missing.contains(r.hash())).take(NAMED).map(StorePath::base_name).collect();
+    let missing: std::collections::HashSet<&str> = missing.iter().map(String::as_str).collect();
+    let named: Vec<String> = references.iter().filter(|r| missing.contains(r.hash_part())).take(NAMED).map(StorePath::base_name).collect();
     let more = missing.len().saturating_sub(named.len());
     let more = if more > 0 { format!(" and {more} more") } else { String::new() };
     format!("references not in this cache (push them first): {}{more}", named.join(" "))

@@ -97,6 +97,26 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         ),
         (Method::POST, "/caches/other/secret-key".into(), Some(json!({"secret_key": "not a key"})), StatusCode::UNAUTHORIZED),
         (Method::PUT, "/caches/other/signing-mode".into(), Some(json!({"mode": "client", "drop_paths": true})), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/caches/other/gc".into(), None, StatusCode::UNAUTHORIZED),
+        (
+            Method::PUT,
+            "/caches/other/gc".into(),
+            Some(json!({"keep_days": 0, "quota_bytes": null, "quota_mode": "evict"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::GET, "/caches/other/gc/preview".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/caches/other/pins".into(), None, StatusCode::UNAUTHORIZED),
+        (
+            Method::POST,
+            "/caches/other/pins".into(),
+            Some(json!({"name": "p", "store_path": "00bgd045z0d4icpbc2yyz4gx48ak44la-x"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::DELETE, "/caches/other/pins/p".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::DELETE, "/caches/other/paths/00bgd045z0d4icpbc2yyz4gx48ak44la".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/caches/other/usage".into(), None, StatusCode::UNAUTHORIZED),
+        // Its account's usage, of its caches only (checked below).
+        (Method::GET, "/account/usage".into(), None, StatusCode::OK),
         (Method::GET, "/tokens".into(), None, StatusCode::OK),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "permission": "admin"})), StatusCode::FORBIDDEN),
         (
@@ -136,6 +156,9 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
     // What it sees is within its cache.
     let (_, caches) = limited.get("/caches").await;
     assert_eq!(names(&caches), ["mine"]);
+    let (_, usage) = limited.get("/account/usage").await;
+    let usage_of: Vec<&str> = usage["caches"].as_array().unwrap().iter().map(|c| c["cache"].as_str().unwrap()).collect();
+    assert_eq!(usage_of, ["mine"]);
     let (_, tokens) = limited.get("/tokens").await;
     let seen = ids(&tokens);
     assert!(seen.contains(&mine_read_id.as_str()) && seen.contains(&limited_id.as_str()), "{tokens}");
