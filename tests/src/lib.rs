@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod backends;
+pub mod consistency;
+pub mod generate;
 pub mod nix;
 pub mod raw_http;
 pub mod server;

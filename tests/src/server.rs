@@ -153,14 +153,14 @@ impl TestServer {
 
     /// Runs `larder-server <args>` against this server's data (as an operator would).
     pub async fn larder_server(&self, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(crate::server_binary())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env_vars())
-            .output()
-            .await
-            .expect("run larder-server")
+        self.larder_server_command(args).output().await.expect("run larder-server")
+    }
+
+    /// `larder-server <args>` against this server's data, to start as the test likes.
+    pub fn larder_server_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(crate::server_binary());
+        command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(self.env_vars()).kill_on_drop(true);
+        command
     }
 
     /// S3 bucket of this server, if it uses S3.

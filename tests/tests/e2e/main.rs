@@ -5,6 +5,7 @@ mod access;
 mod accounts;
 mod bad_input;
 mod cache_hosts;
+mod gc;
 mod isolation;
 mod keys;
 mod openapi;
