@@ -76,6 +76,7 @@ impl Application {
     /// Binds the listener (port 0 picks a free one; `port()` tells which) and builds the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let services = build_services(&settings).await?;
+        services.start_background_tasks();
         storage_ready(&services).await?;
         remove_stale_uploads(&services, &settings).await;
         let listener = TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;

@@ -6,6 +6,9 @@
 ALTER TABLE paths ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
 UPDATE paths SET last_used_at = created_at;
 CREATE INDEX paths_last_used ON paths (cache_id, last_used_at);
+-- "Does a path of this cache use this NAR?" (releasing, serving and reclaiming NARs ask it);
+-- without it SQLite's planner walks the cache's paths by the index above.
+CREATE INDEX paths_cache_nar ON paths (cache_id, nar_id);
 
 -- NULL keep_days keeps paths for ever; NULL quota_bytes is no quota.
 ALTER TABLE caches ADD COLUMN keep_days BIGINT;

@@ -308,15 +308,8 @@ impl Database {
                 query = query.bind(*id);
             }
             let keys = query.fetch_all(&mut *tx).await?;
-            for (storage_key, listing_key) in &keys {
-                for key in [storage_key, listing_key] {
-                    sqlx::query("INSERT INTO storage_deletes (storage_key, due_at) VALUES ($1, $2)")
-                        .bind(key)
-                        .bind(due)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            let objects: Vec<&str> = keys.iter().flat_map(|(nar, listing)| [nar.as_str(), listing.as_str()]).collect();
+            queue(&mut tx, &objects, due).await?;
             tx.commit().await?;
             reclaimed += keys.len() as u64;
             if keys.is_empty() {
@@ -328,12 +321,8 @@ impl Database {
 
     /// Queues objects for deletion at `due` (an upload's own object, before it is written).
     pub async fn queue_storage_deletes(&self, keys: &[&str], due: i64) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for key in keys {
-            sqlx::query("INSERT INTO storage_deletes (storage_key, due_at) VALUES ($1, $2)").bind(*key).bind(due).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        queue(&mut conn, keys, due).await
     }
 
     pub async fn due_storage_deletes(&self, now: i64, limit: i64) -> anyhow::Result<Vec<QueuedDelete>> {
@@ -346,8 +335,16 @@ impl Database {
         Ok(rows.into_iter().map(|(id, storage_key, attempts)| QueuedDelete { id, storage_key, attempts }).collect())
     }
 
-    pub async fn finish_storage_delete(&self, id: i64) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM storage_deletes WHERE id = $1").bind(id).execute(&self.pool).await?;
+    /// Takes deleted objects off the queue.
+    pub async fn finish_storage_deletes(&self, ids: &[i64]) -> anyhow::Result<()> {
+        for chunk in ids.chunks(MAX_BINDS_PER_QUERY) {
+            let sql = format!("DELETE FROM storage_deletes WHERE id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
         Ok(())
     }
 
@@ -535,6 +532,20 @@ impl Database {
         let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(COLLECTOR_LOCK_KEY).fetch_one(&mut *conn).await?;
         Ok(Some(taken.then(|| CollectorLock { conn: Some(conn) })))
     }
+}
+
+/// Queues objects for deletion at `due`, a few hundred per statement.
+async fn queue(conn: &mut AnyConnection, keys: &[&str], due: i64) -> anyhow::Result<()> {
+    for chunk in keys.chunks(MAX_BINDS_PER_QUERY - 1) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1)", i + 2)).collect();
+        let sql = format!("INSERT INTO storage_deletes (storage_key, due_at) VALUES {}", values.join(", "));
+        let mut query = sqlx::query(&sql).bind(due);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The advisory lock's key: any constant all nodes agree on ("larder gc").

@@ -46,8 +46,9 @@ pub struct GcSettings {
 const BATCH: usize = 500;
 /// Paths a preview lists.
 const PREVIEW_PATHS: usize = 1000;
-/// Storage deletes done per pass of the queue.
+/// Storage deletes done per pass of the queue, and at once.
 const STORAGE_DELETES_PER_PASS: i64 = 500;
+const STORAGE_DELETES_AT_ONCE: usize = 16;
 /// Longest wait between retries of a failing storage delete.
 const MAX_RETRY_SECS: i64 = 3600;
 /// Served-bytes buckets older than this are dropped (usage looks back 30 days).
@@ -382,23 +383,29 @@ impl Services {
         Ok(revisions.iter().filter(|(id, _)| !expired.contains(id)).map(|(_, pin)| pin.store_path.hash_part().to_owned()).collect())
     }
 
-    /// Deletes due objects from storage; returns (deleted, failed). A missing object counts
-    /// as deleted; a failure is retried later, waiting longer each time.
+    /// Deletes due objects from storage, several at a time; returns (deleted, failed). A
+    /// missing object counts as deleted; a failure is retried later, waiting longer each
+    /// time. An object deleted just before a crash is deleted again next time (harmless).
     pub async fn process_storage_deletes(&self) -> ServiceResult<(u64, u64)> {
+        use futures_util::StreamExt;
         let (mut deleted, mut failed) = (0, 0);
         loop {
             let due = self.db().due_storage_deletes(self.clock().now(), STORAGE_DELETES_PER_PASS).await?;
             if due.is_empty() {
                 return Ok((deleted, failed));
             }
-            let mut progressed = false;
-            for entry in due {
-                match self.storage().delete(&entry.storage_key).await {
-                    Ok(()) => {
-                        self.db().finish_storage_delete(entry.id).await?;
-                        deleted += 1;
-                        progressed = true;
-                    }
+            let outcomes: Vec<_> = futures_util::stream::iter(due)
+                .map(|entry| async move {
+                    let outcome = self.storage().delete(&entry.storage_key).await;
+                    (entry, outcome)
+                })
+                .buffer_unordered(STORAGE_DELETES_AT_ONCE)
+                .collect()
+                .await;
+            let mut done = Vec::new();
+            for (entry, outcome) in outcomes {
+                match outcome {
+                    Ok(()) => done.push(entry.id),
                     Err(error) => {
                         let wait = (10i64 << entry.attempts.clamp(0, 20)).min(MAX_RETRY_SECS);
                         tracing::warn!(key = %entry.storage_key, attempts = entry.attempts + 1, retry_in = wait, error = ?error, "could not delete an object");
@@ -407,7 +414,9 @@ impl Services {
                     }
                 }
             }
-            if !progressed {
+            self.db().finish_storage_deletes(&done).await?;
+            deleted += done.len() as u64;
+            if done.is_empty() {
                 return Ok((deleted, failed));
             }
         }

@@ -99,10 +99,15 @@ impl Services {
             gc,
             closed: Default::default(),
         };
-        let services = Self { inner: Arc::new(inner) };
-        services.flush_uses_periodically();
-        services.collect_periodically();
-        Ok(services)
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// What a serving node does in the background for as long as the services live:
+    /// writing recorded uses, scheduled collections and the storage-delete queue. (Not for
+    /// the one-shot commands, which do their own work and exit.)
+    pub fn start_background_tasks(&self) {
+        self.flush_uses_periodically();
+        self.collect_periodically();
     }
 
     /// Writes recorded token and path uses every [`USE_FLUSH`] (sooner when many path uses
