@@ -24,7 +24,12 @@ on_both_backends!(
     a_killed_collector_leaves_nothing_the_next_run_does_not_finish with no_scheduled_collection,
     pushes_and_collections_at_once_break_nothing,
     one_collector_at_a_time,
+    the_server_collects_on_its_own with collect_every_second,
 );
+
+fn collect_every_second(settings: &mut larder_tests::Settings) {
+    settings.gc_interval_secs = 1;
+}
 
 fn no_scheduled_collection(settings: &mut larder_tests::Settings) {
     settings.gc_interval_secs = 0;
@@ -255,11 +260,30 @@ async fn pins_keep_closures_and_moving_them_releases(server: &TestServer) {
     for path in nix.closure(&second).await {
         assert_eq!(narinfo_status(server, &cache.name, &path).await, 200, "{path} is pinned now");
     }
+    // keep_revisions: the name's earlier path stays pinned.
+    let third = nix.build_chain().await;
+    push(server, &nix, &cache.name, &third).await;
+    for path in [&second, &third] {
+        let (status, pin) =
+            admin(server, &write).post("/caches/pinned/pins", json!({"name": "history", "store_path": path, "keep_revisions": 2})).await;
+        assert_eq!(status, 201, "{pin}");
+    }
     let (status, pins) = Api::anonymous(server).get("/caches/pinned/pins").await;
-    assert_eq!((status.as_u16(), pins[0]["name"].as_str()), (200, Some("release")));
-    let (status, _) = admin(server, &write).delete("/caches/pinned/pins/release", None).await;
+    assert_eq!(status, 200);
+    let history = pins.as_array().unwrap().iter().find(|p| p["name"] == "history").expect("listed").clone();
+    assert_eq!(
+        (history["store_path"].as_str(), history["earlier"][0]["store_path"].as_str()),
+        (Some(third.as_str()), Some(second.as_str()))
+    );
+    assert_eq!(admin(server, &write).delete("/caches/pinned/pins/release", None).await.0, 204);
+    server.services().clock().advance(DAY);
+    collect_fully(server).await;
+    for path in [&second, &third] {
+        assert_eq!(narinfo_status(server, &cache.name, path).await, 200, "{path} is kept by the pin's revisions");
+    }
+    let (status, _) = admin(server, &write).delete("/caches/pinned/pins/history", None).await;
     assert_eq!(status, 204);
-    let (status, _) = admin(server, &write).delete("/caches/pinned/pins/release", None).await;
+    let (status, _) = admin(server, &write).delete("/caches/pinned/pins/history", None).await;
     assert_eq!(status, 404);
     server.services().clock().advance(DAY);
     collect_fully(server).await;
@@ -524,4 +548,17 @@ async fn one_collector_at_a_time(server: &TestServer) {
     let ran = server.larder_server(&["gc"]).await;
     assert!(ran.status.success(), "{ran:?}");
     assert!(server.services().collect_garbage(None, false).await.unwrap().is_some());
+}
+
+async fn the_server_collects_on_its_own(server: &TestServer) {
+    let cache = server.create_cache("scheduled", true).await;
+    let long_ago = larder_api::services::Clock::default().now() - 30 * 86_400;
+    larder_tests::generate::generate_paths(server, &cache.name, "scheduled", 20, long_ago).await;
+    set_policy(server, &cache.name, json!({"keep_days": 7, "quota_bytes": null, "quota_mode": "evict"})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while server.count_rows("paths").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no scheduled collection within 15 s of a 1 s interval");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_consistent(server).await;
 }
