@@ -25,6 +25,7 @@ on_both_backends!(
     pushes_and_collections_at_once_break_nothing,
     one_collector_at_a_time,
     the_server_collects_on_its_own with collect_every_second,
+    every_kind_of_token_gets_what_it_may_on_the_gc_routes,
 );
 
 fn collect_every_second(settings: &mut larder_tests::Settings) {
@@ -561,4 +562,46 @@ async fn the_server_collects_on_its_own(server: &TestServer) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_consistent(server).await;
+}
+
+async fn every_kind_of_token_gets_what_it_may_on_the_gc_routes(server: &TestServer) {
+    let cache = server.create_cache("guarded", false).await;
+    let other = server.create_cache("unrelated", false).await;
+    let token = |permission| async move { server.token("guarded", permission).await.1 };
+    let (read, write, admin_token) = (token(Permission::Read).await, token(Permission::Write).await, token(Permission::Admin).await);
+    let foreign = server.token(&other.name, Permission::Admin).await.1;
+    let (revoked_id, revoked) = server.token(&cache.name, Permission::Admin).await;
+    server.revoke_token(&revoked_id).await;
+    let expired = server.expiring_token(&cache.name, Permission::Admin, Duration::from_secs(1)).await.1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let policy = json!({"keep_days": 30, "quota_bytes": null, "quota_mode": "evict"});
+    let pin = json!({"name": "p", "store_path": "00bgd045z0d4icpbc2yyz4gx48ak44la-x"});
+    let no_path = "/caches/guarded/paths/00bgd045z0d4icpbc2yyz4gx48ak44la";
+    // (method, path, body, [anonymous, foreign, revoked, expired, read, write, admin])
+    let table: Vec<(Method, &str, Option<Value>, [u16; 7])> = vec![
+        (Method::GET, "/caches/guarded/gc", None, [401, 401, 401, 401, 200, 200, 200]),
+        (Method::PUT, "/caches/guarded/gc", Some(policy), [401, 401, 401, 401, 403, 403, 200]),
+        (Method::GET, "/caches/guarded/gc/preview", None, [401, 401, 401, 401, 403, 403, 200]),
+        (Method::GET, "/caches/guarded/pins", None, [401, 401, 401, 401, 200, 200, 200]),
+        (Method::POST, "/caches/guarded/pins", Some(pin), [401, 401, 401, 401, 403, 404, 404]),
+        (Method::DELETE, "/caches/guarded/pins/p", None, [401, 401, 401, 401, 403, 404, 404]),
+        (Method::DELETE, no_path, None, [401, 401, 401, 401, 403, 403, 404]),
+        (Method::GET, "/caches/guarded/usage", None, [401, 401, 401, 401, 200, 200, 200]),
+        (Method::GET, "/account/usage", None, [401, 403, 401, 401, 403, 403, 403]),
+    ];
+    let callers = [None, Some(&foreign), Some(&revoked), Some(&expired), Some(&read), Some(&write), Some(&admin_token)];
+    let names = ["anonymous", "another cache's admin", "revoked", "expired", "read", "write", "admin"];
+    for (method, path, body, expected) in &table {
+        for ((caller, name), want) in callers.iter().zip(names).zip(expected) {
+            let api = match caller {
+                Some(token) => admin(server, token),
+                None => Api::anonymous(server),
+            };
+            let (status, answer) = api.call(method.clone(), path, body.clone()).await;
+            assert_eq!(status.as_u16(), *want, "{method} {path} as {name}: {answer}");
+            if *want >= 400 {
+                assert!(answer["error"].is_string() && answer["message"].is_string(), "{method} {path} as {name}: {answer}");
+            }
+        }
+    }
 }
