@@ -92,6 +92,7 @@ struct RawSettings {
     s3_access_key_id: Option<String>,
     s3_secret_access_key: Option<String>,
     s3_path_style: bool,
+    s3_redirect_downloads: bool,
     master_key: Option<String>,
     token_secret: Option<String>,
     max_nar_size: u64,
@@ -130,6 +131,7 @@ impl Default for RawSettings {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_path_style: false,
+            s3_redirect_downloads: false,
             master_key: None,
             token_secret: None,
             max_nar_size: 64 << 30,
@@ -172,6 +174,7 @@ impl TryFrom<RawSettings> for Settings {
                     access_key_id: raw.s3_access_key_id,
                     secret_access_key: raw.s3_secret_access_key.map(SecretString::from),
                     path_style: raw.s3_path_style,
+                    redirect_downloads: raw.s3_redirect_downloads,
                 })
             }
         };
@@ -272,6 +275,7 @@ impl Settings {
                 ("LARDER_S3_ACCESS_KEY_ID", s3.access_key_id.clone().unwrap_or_default()),
                 ("LARDER_S3_SECRET_ACCESS_KEY", s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default()),
                 ("LARDER_S3_PATH_STYLE", s3.path_style.to_string()),
+                ("LARDER_S3_REDIRECT_DOWNLOADS", s3.redirect_downloads.to_string()),
             ]);
         }
         for (name, secret) in [("LARDER_MASTER_KEY", &self.master_key), ("LARDER_TOKEN_SECRET", &self.token_secret)] {

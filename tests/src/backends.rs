@@ -71,6 +71,7 @@ impl TestBucket {
             access_key_id: Some(self.env.access_key_id.clone()),
             secret_access_key: Some(self.env.secret_access_key.clone().into()),
             path_style: true,
+            redirect_downloads: false,
         }
     }
 

@@ -155,6 +155,16 @@ pub async fn get_nar(
     let Some(nar) = services.nar(&cache, &file_hash, extension, include_pending).await? else {
         return Ok(not_found());
     };
+    // The whole NAR straight from the bucket, when so configured (a Range is served here:
+    // it is rare and its answer must carry our Content-Range).
+    if req.method() == Method::GET && !req.headers().contains_key(header::RANGE) {
+        if let Some(url) = services.nar_redirect(&nar).await? {
+            return Ok(HttpResponse::TemporaryRedirect()
+                .insert_header((header::LOCATION, url))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish());
+        }
+    }
     let range = match req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
         Some(value) => match HttpRange::parse(value, nar.size).ok().as_deref() {

@@ -85,6 +85,16 @@ impl Services {
         }))
     }
 
+    /// Where the client may fetch a whole NAR itself, if the storage hands out such URLs
+    /// (S3 with `s3_redirect_downloads`): a use of the cache's paths, as a download is.
+    pub async fn nar_redirect(&self, nar: &NarDownload) -> ServiceResult<Option<String>> {
+        let Some(url) = self.storage().download_url(&nar.storage_key).await? else {
+            return Ok(None);
+        };
+        self.inner.memo.record_nar_use(nar.cache, nar.nar, nar.size, self.clock().now());
+        Ok(Some(url))
+    }
+
     /// Opens a NAR to send it (or a range of it): a use of the cache's paths with it.
     pub async fn open_nar(&self, nar: &NarDownload, range: Option<ByteRange>) -> ServiceResult<Object> {
         let object = self

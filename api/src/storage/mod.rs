@@ -62,6 +62,12 @@ pub trait Storage: Send + Sync + 'static {
     /// multipart uploads) untouched for longer than `older_than`; returns how many.
     async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize>;
 
+    /// A URL the client may fetch the object from directly (for a while), if this storage
+    /// is set to hand those out; `None` streams it through the server.
+    async fn download_url(&self, _key: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Stores a small object in one go (listings, build logs).
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
         let mut upload = self.begin_upload(key).await?;

@@ -39,13 +39,21 @@ pub struct S3Settings {
     pub secret_access_key: Option<SecretString>,
     /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted engines need.
     pub path_style: bool,
+    /// Answer NAR downloads with a redirect to a presigned URL of the object, so that the
+    /// bytes flow from the bucket, not through the server (clients must reach the bucket).
+    pub redirect_downloads: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct S3Storage {
     client: Client,
     bucket: String,
+    redirect_downloads: bool,
 }
+
+/// How long a presigned download URL is valid: long enough to start a download after the
+/// redirect (a started download runs to its end), short enough to be worth little if it leaks.
+const PRESIGNED_DOWNLOAD_VALIDITY: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl S3Storage {
     pub async fn new(settings: S3Settings) -> anyhow::Result<Self> {
@@ -68,7 +76,7 @@ impl S3Storage {
         }
         let sdk_config = loader.load().await;
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config).force_path_style(settings.path_style).build();
-        Ok(Self { client: Client::from_conf(s3_config), bucket: settings.bucket })
+        Ok(Self { client: Client::from_conf(s3_config), bucket: settings.bucket, redirect_downloads: settings.redirect_downloads })
     }
 }
 
@@ -96,6 +104,16 @@ fn into_byte_stream(body: SdkByteStream) -> ByteStream {
 
 #[async_trait]
 impl Storage for S3Storage {
+    async fn download_url(&self, key: &str) -> anyhow::Result<Option<String>> {
+        if !self.redirect_downloads {
+            return Ok(None);
+        }
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(PRESIGNED_DOWNLOAD_VALIDITY)?;
+        let request =
+            self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.with_context(|| format!("presigning {key}"))?;
+        Ok(Some(request.uri().to_owned()))
+    }
+
     async fn begin_upload(&self, key: &str) -> anyhow::Result<Box<dyn Upload>> {
         Ok(Box::new(S3Upload {
             client: self.client.clone(),
@@ -431,6 +449,7 @@ mod tests {
             access_key_id: Some("GKid".into()),
             secret_access_key: Some("very-secret".into()),
             path_style: true,
+            redirect_downloads: false,
         };
         let printed = format!("{settings:?}");
         assert!(!printed.contains("very-secret"), "{printed}");

@@ -10,6 +10,7 @@ mod isolation;
 mod keys;
 mod openapi;
 mod operator;
+mod redirects;
 mod security;
 mod staleness;
 mod substitution;
