@@ -10,7 +10,7 @@
 # stopped by PID, the store paths it added deleted and its temporary directory removed.
 #
 # Usage: bench/vs-nginx.sh [--paths N] [--max-size SIZE] [--small] [--rounds R] [--bin PATH]
-#                          [--timeout SECONDS] [--backend fs] [--keep] [--tsv FILE]
+#                          [--timeout SECONDS] [--backend fs|postgres-s3] [--keep] [--tsv FILE]
 # See bench/README.md.
 set -euo pipefail
 export LC_ALL=C
@@ -47,12 +47,9 @@ log() { printf '[vs-nginx %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 
 case $BACKEND in
-    fs|sqlite-fs) ;;
-    # TODO: --backend postgres-s3: a database per run on the local PostgreSQL and a Garage
-    # bucket (docs: /work/shared/docs/test-services.md), LARDER_DATABASE_URL and
-    # LARDER_STORAGE=s3 + LARDER_S3_* for the server and for every admin command.
-    postgres-s3) die "not yet: --backend postgres-s3 (only the embedded SQLite + filesystem backend is implemented)" ;;
-    *) die "unknown --backend $BACKEND (fs; postgres-s3 is not implemented yet)" ;;
+    fs|sqlite-fs) BACKEND=fs BACKEND_NOTE="SQLite + filesystem" ;;
+    postgres-s3) BACKEND_NOTE="Postgres + Garage (S3)" ;;
+    *) die "unknown --backend $BACKEND (fs or postgres-s3)" ;;
 esac
 [[ $PATHS_N =~ ^[0-9]+$ ]] && ((PATHS_N >= 2)) || die "--paths must be an integer >= 2"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1)) || die "--rounds must be an integer >= 1"
@@ -86,7 +83,7 @@ T=$(mktemp -d /tmp/larder-vs-nginx.XXXXXX)
 mkdir -p "$T"/{home,xdg,xdg-config,nixconf,input,runs,curl,narinfo,nginx-root,nginx-tmp}
 TSV=$T/rounds.tsv
 
-LARDER_PID="" NGINX_PID=""
+LARDER_PID="" NGINX_PID="" SERVICES_RUN="" PG_DB=""
 NGINX_WORKERS=()
 STORE_PATHS=()       # added to /nix/store by this run; deleted on exit
 
@@ -122,6 +119,9 @@ cleanup() {
             log "could not delete $left of ${#present[@]} store paths:"; tail -5 "$T/delete.log" >&2
         fi
     fi
+    if [[ -n $PG_DB ]]; then psql -q "$TEST_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    # Stops what test-services started for this run (never a Postgres it did not start).
+    if [[ -n $SERVICES_RUN ]]; then bash "$REPO/scripts/test-services.sh" stop "$SERVICES_RUN" >/dev/null 2>&1 || true; fi
     if [[ -n $TSV_COPY && -s $TSV ]]; then cp "$TSV" "$TSV_COPY" && log "rounds copied to $TSV_COPY"; fi
     if ((KEEP)); then
         log "kept $T"
@@ -320,9 +320,26 @@ NGINX_URL=http://127.0.0.1:$NGINX_PORT
 log "nginx master $NGINX_PID, workers ${NGINX_WORKERS[*]}, on $NGINX_URL"
 
 # ---------------------------------------------------------------------------------------------
-# Larder: embedded defaults (SQLite + local directory), private caches, tokens, the same pushes.
+# Larder: embedded defaults (SQLite + local directory) or Postgres + Garage, private caches,
+# tokens, the same pushes.
 
 LARDER_DATA=$T/larder-data
+if [[ $BACKEND == postgres-s3 ]]; then
+    # A database of its own on the local Postgres and a bucket on a Garage node, both from
+    # scripts/test-services.sh; every larder-server process below inherits the settings.
+    bash "$REPO/scripts/test-services.sh" start >"$T/services.env" 2>"$T/services.log" || { cat "$T/services.log" >&2; die "could not start Postgres and Garage"; }
+    # shellcheck disable=SC1091
+    source "$T/services.env"
+    SERVICES_RUN=$TEST_SERVICES_RUN_DIR
+    PG_DB=larder_vs_nginx_$RUN_ID
+    psql -q "$TEST_PG_URL/postgres" -c "CREATE DATABASE $PG_DB" || die "could not create database $PG_DB"
+    BUCKET=larder-vs-nginx-$RUN_ID
+    garage -c "$SERVICES_RUN/garage/garage.toml" bucket create "$BUCKET" >/dev/null || die "could not create bucket $BUCKET"
+    garage -c "$SERVICES_RUN/garage/garage.toml" bucket allow --read --write --owner "$BUCKET" --key "$TEST_S3_ACCESS_KEY_ID" >/dev/null
+    export LARDER_DATABASE_URL=$TEST_PG_URL/$PG_DB LARDER_STORAGE=s3 LARDER_S3_ENDPOINT=$TEST_S3_ENDPOINT LARDER_S3_BUCKET=$BUCKET \
+        LARDER_S3_REGION=$TEST_S3_REGION LARDER_S3_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY_ID \
+        LARDER_S3_SECRET_ACCESS_KEY=$TEST_S3_SECRET_ACCESS_KEY LARDER_S3_PATH_STYLE=true
+fi
 LARDER_DATA_DIR=$LARDER_DATA LARDER_LISTEN=127.0.0.1:0 NO_COLOR=1 RUST_LOG=${RUST_LOG:-warn} \
     "$BIN" serve --port-file "$T/larder.port" >"$T/larder.log" 2>&1 &
 LARDER_PID=$!
@@ -518,7 +535,7 @@ echo
 echo "## Larder vs nginx: $N store paths, $(human "$NAR_BYTES") of NAR ($(human "$ZSTD_BYTES") as zstd), median of $ROUNDS round$( ((ROUNDS == 1)) || echo s)"
 echo
 echo "- machine: nproc $NPROC; load average at start $LOAD_START; $FREE_SUMMARY"
-echo "- Larder: $BIN (git HEAD of $REPO: $GIT_HEAD), SQLite + filesystem, private caches, read token on every request; $LARDER_WARN WARN/ERROR log lines"
+echo "- Larder: $BIN (git HEAD of $REPO: $GIT_HEAD), $BACKEND_NOTE, private caches, read token on every request; $LARDER_WARN WARN/ERROR log lines"
 echo "- nginx: $NGINX_VERSION, ${#NGINX_WORKERS[@]} workers, file:// binary caches written by $NIX_VERSION; client $CURL_VERSION"
 echo "- generated with: --paths $PATHS_N --max-size $MAX_SIZE --rounds $ROUNDS; took $((EPOCHSECONDS - START_TS)) s"
 echo
