@@ -492,24 +492,36 @@ impl Services {
         });
     }
 
-    /// After a push to a cache with a soft quota: evict in the background if it is over.
+    /// After a push to a cache with a soft quota: evict in the background while it is
+    /// over. A collector already running (here or on another node) may have planned
+    /// before this push, so a busy lock is waited for rather than taken as done; bounded,
+    /// since what is left may be too new or pinned to evict.
     pub(super) fn enforce_soft_quota_soon(&self, cache: &Cache) {
+        const ATTEMPTS: u32 = 40;
         if cache.gc.quota_mode != QuotaMode::Evict || cache.gc.quota_bytes.is_none() {
             return;
         }
         let services = self.clone();
         let cache = cache.clone();
         tokio::spawn(async move {
-            let over = match services.db().stored_bytes(cache.id).await {
-                Ok(stored) => cache.gc.quota_bytes.is_some_and(|quota| stored > quota),
-                Err(error) => {
-                    tracing::warn!(error = ?error, "could not read a cache's stored bytes");
-                    false
+            for _ in 0..ATTEMPTS {
+                let over = match services.db().stored_bytes(cache.id).await {
+                    Ok(stored) => cache.gc.quota_bytes.is_some_and(|quota| stored > quota),
+                    Err(error) => {
+                        tracing::warn!(error = ?error, "could not read a cache's stored bytes");
+                        return;
+                    }
+                };
+                if !over {
+                    return;
                 }
-            };
-            if over {
-                if let Err(error) = services.collect_garbage(Some(&cache.name), false).await {
-                    tracing::warn!(error = ?error, cache = %cache.name, "could not evict to the cache's quota");
+                match services.collect_garbage(Some(&cache.name), false).await {
+                    Ok(Some(collection)) if collection.caches.iter().all(|(_, c)| c.path_count == 0) => return,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                    Err(error) => {
+                        tracing::warn!(error = ?error, cache = %cache.name, "could not evict to the cache's quota");
+                        return;
+                    }
                 }
             }
         });

@@ -445,14 +445,17 @@ async fn a_killed_collector_leaves_nothing_the_next_run_does_not_finish(server: 
     let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(dry.contains(&format!("crashing: would remove {PATHS} paths")) && dry.contains("generated-1499\t"), "{dry}");
     assert_eq!(server.count_rows("paths").await, PATHS as i64);
-    let gc = |server: &TestServer| {
+    // With a grace period, a run deletes paths and keeps their NARs; without, the next run
+    // lets every released NAR go at once, so that its storage deletes take a while.
+    let gc_with_grace = |server: &TestServer, grace: &str| {
         let mut command = server.larder_server_command(&["gc"]);
-        command.env("LARDER_NAR_RELEASE_GRACE_SECS", "0").env("LARDER_STALENESS_SECS", "0").stdout(std::process::Stdio::null());
+        command.env("LARDER_NAR_RELEASE_GRACE_SECS", grace).env("LARDER_STALENESS_SECS", "0").stdout(std::process::Stdio::null());
         command.spawn().expect("start larder-server gc")
     };
+    let gc = |server: &TestServer| gc_with_grace(server, "0");
 
     // Killed while deleting paths (batch by batch: some gone, some not).
-    let mut child = gc(server);
+    let mut child = gc_with_grace(server, "600");
     let at = kill_when(server, &mut child, "SELECT COUNT(*) FROM paths", |n| n < PATHS as i64).await;
     let at = at.expect("the collector was killed before it finished");
     assert!(at > 0, "killed mid-run, {at} paths left");
@@ -460,9 +463,10 @@ async fn a_killed_collector_leaves_nothing_the_next_run_does_not_finish(server: 
 
     // The next run finishes the paths; one a second later lets their NARs go and starts
     // deleting objects, and is killed while it does.
-    let finished = gc(server).wait_with_output().await.unwrap();
+    let finished = gc_with_grace(server, "600").wait_with_output().await.unwrap();
     assert!(finished.status.success());
     assert_eq!(server.count_rows("paths").await, 0);
+    assert_eq!(server.count_rows("nars").await, PATHS as i64, "NARs are kept through the grace period");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut child = gc(server);
     // Killed once the NARs' objects are queued: the run is then deleting them.
