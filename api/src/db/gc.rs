@@ -337,15 +337,7 @@ impl Database {
 
     /// Takes deleted objects off the queue.
     pub async fn finish_storage_deletes(&self, ids: &[i64]) -> anyhow::Result<()> {
-        for chunk in ids.chunks(MAX_BINDS_PER_QUERY) {
-            let sql = format!("DELETE FROM storage_deletes WHERE id IN ({})", placeholders(1, chunk.len()));
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&self.pool).await?;
-        }
-        Ok(())
+        self.delete_by_id("storage_deletes", ids).await
     }
 
     pub async fn retry_storage_delete(&self, id: i64, due: i64) -> anyhow::Result<()> {
@@ -360,6 +352,19 @@ impl Database {
     pub async fn count_storage_deletes(&self) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM storage_deletes").fetch_one(&self.pool).await?;
         Ok(n)
+    }
+
+    /// Deletes rows of `table` by id, a few hundred per statement.
+    async fn delete_by_id(&self, table: &'static str, ids: &[i64]) -> anyhow::Result<()> {
+        for chunk in ids.chunks(MAX_BINDS_PER_QUERY) {
+            let sql = format!("DELETE FROM {table} WHERE id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Writes last uses: each path id, and each path of a cache using a NAR, used at a time.
@@ -503,15 +508,7 @@ impl Database {
     }
 
     pub async fn delete_pin_revisions(&self, ids: &[i64]) -> anyhow::Result<()> {
-        for chunk in ids.chunks(MAX_BINDS_PER_QUERY) {
-            let sql = format!("DELETE FROM pins WHERE id IN ({})", placeholders(1, chunk.len()));
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&self.pool).await?;
-        }
-        Ok(())
+        self.delete_by_id("pins", ids).await
     }
 
     /// Removes a pin with all its revisions; false if there was none.

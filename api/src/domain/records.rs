@@ -78,6 +78,18 @@ pub enum QuotaMode {
     Refuse,
 }
 
+impl GcPolicy {
+    /// The quota that collections evict down to, if any.
+    pub fn soft_quota(&self) -> Option<u64> {
+        self.quota_bytes.filter(|_| self.quota_mode == QuotaMode::Evict)
+    }
+
+    /// The quota that pushes are refused beyond, if any.
+    pub fn hard_quota(&self) -> Option<u64> {
+        self.quota_bytes.filter(|_| self.quota_mode == QuotaMode::Refuse)
+    }
+}
+
 impl QuotaMode {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,6 +19,11 @@ impl Clock {
 
     /// Moves this server's clock forward (tests of retention and expiry).
     pub fn advance(&self, by: Duration) {
-        self.offset.fetch_add(i64::try_from(by.as_secs()).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.offset.fetch_add(whole_secs(by), Ordering::Relaxed);
     }
+}
+
+/// A duration as whole seconds to add to Unix times (saturating: "for ever" stays huge).
+pub(crate) fn whole_secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use larder_protocol::store_path::{StorePath, StorePathHash};
 
+use super::clock::whole_secs;
 use super::{Principal, ServiceError, ServiceResult, Services};
 use crate::db::{BatchOutcome, CacheGraph, CacheUsage, CollectorLock};
-use crate::domain::{Cache, CacheName, GcPolicy, PathId, Permission, PinRevision, QuotaMode};
+use crate::domain::{Cache, CacheName, GcPolicy, PathId, Permission, PinRevision};
 
 /// How garbage collection runs on this server.
 #[derive(Clone, Debug)]
@@ -155,7 +156,7 @@ fn plan(graph: &CacheGraph, pinned: &HashSet<&str>, policy: GcPolicy, stored_byt
         *users.entry(path.nar).or_default() += 1;
     }
     let cutoff = policy.keep_days.map(|days| now - i64::from(days) * 86_400);
-    let quota = policy.quota_bytes.filter(|_| policy.quota_mode == QuotaMode::Evict);
+    let quota = policy.soft_quota();
     let mut remaining = stored_bytes;
     let mut take = Vec::new();
     let mut bytes_freed = 0;
@@ -307,9 +308,8 @@ impl Services {
     async fn reclaim(&self, collection: &mut Collection) -> ServiceResult<()> {
         let now = self.clock().now();
         // Other nodes may serve the narinfo for `staleness` more.
-        let grace = self.gc_settings().release_grace.saturating_add(self.limits().staleness);
-        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let expiry = i64::try_from(self.gc_settings().pending_upload_expiry.as_secs()).unwrap_or(i64::MAX);
+        let grace = whole_secs(self.gc_settings().release_grace.saturating_add(self.limits().staleness));
+        let expiry = whole_secs(self.gc_settings().pending_upload_expiry);
         collection.nars_let_go += self.db().let_go_of_nars(now.saturating_sub(grace), now.saturating_sub(expiry)).await?;
         collection.nars_reclaimed += self.db().reclaim_unheld_nars(self.storage_delete_due()).await?;
         let (deleted, failed) = self.process_storage_deletes().await?;
@@ -324,7 +324,7 @@ impl Services {
         let pinned = self.pinned_hashes(cache, !dry_run).await?;
         let pinned: HashSet<&str> = pinned.iter().map(String::as_str).collect();
         let policy = cache.gc;
-        if policy.keep_days.is_none() && (policy.quota_bytes.is_none() || policy.quota_mode == QuotaMode::Refuse) {
+        if policy.keep_days.is_none() && policy.soft_quota().is_none() {
             return Ok(CacheCollection::default());
         }
         let graph = self.db().cache_graph(cache.id).await?;
@@ -367,20 +367,35 @@ impl Services {
         Ok(collected)
     }
 
-    /// The hash parts of a cache's pinned paths (every kept revision), dropping the
-    /// revisions their pins no longer keep (when `prune`).
-    async fn pinned_hashes(&self, cache: &Cache, prune: bool) -> ServiceResult<Vec<String>> {
+    /// A cache's pins as (newest revision, earlier revisions still kept, newest first),
+    /// deleting the revisions their keep settings no longer keep (when `prune`).
+    async fn kept_pins(&self, cache: &Cache, prune: bool) -> ServiceResult<Vec<(PinRevision, Vec<PinRevision>)>> {
         let revisions = self.db().pin_revisions(cache.id).await?;
         let now = self.clock().now();
         let mut expired = Vec::new();
-        for (_, pin) in group_by_name(&revisions) {
-            expired.extend(expired_revisions(pin, now));
+        let mut pins = Vec::new();
+        for (_, revisions) in group_by_name(&revisions) {
+            let gone: HashSet<i64> = expired_revisions(revisions, now).into_iter().collect();
+            let mut kept = revisions.iter().filter(|(id, _)| !gone.contains(id)).map(|(_, pin)| pin.clone());
+            if let Some(newest) = kept.next() {
+                pins.push((newest, kept.collect()));
+            }
+            expired.extend(gone);
         }
         if prune && !expired.is_empty() {
             self.db().delete_pin_revisions(&expired).await?;
         }
-        let expired: HashSet<i64> = expired.into_iter().collect();
-        Ok(revisions.iter().filter(|(id, _)| !expired.contains(id)).map(|(_, pin)| pin.store_path.hash_part().to_owned()).collect())
+        Ok(pins)
+    }
+
+    /// The hash parts of a cache's pinned paths (every kept revision).
+    async fn pinned_hashes(&self, cache: &Cache, prune: bool) -> ServiceResult<Vec<String>> {
+        let pins = self.kept_pins(cache, prune).await?;
+        Ok(pins
+            .iter()
+            .flat_map(|(newest, earlier)| std::iter::once(newest).chain(earlier))
+            .map(|pin| pin.store_path.hash_part().to_owned())
+            .collect())
     }
 
     /// Deletes due objects from storage, several at a time; returns (deleted, failed). A
@@ -498,15 +513,13 @@ impl Services {
     /// since what is left may be too new or pinned to evict.
     pub(super) fn enforce_soft_quota_soon(&self, cache: &Cache) {
         const ATTEMPTS: u32 = 40;
-        if cache.gc.quota_mode != QuotaMode::Evict || cache.gc.quota_bytes.is_none() {
-            return;
-        }
+        let Some(quota) = cache.gc.soft_quota() else { return };
         let services = self.clone();
         let cache = cache.clone();
         tokio::spawn(async move {
             for _ in 0..ATTEMPTS {
                 let over = match services.db().stored_bytes(cache.id).await {
-                    Ok(stored) => cache.gc.quota_bytes.is_some_and(|quota| stored > quota),
+                    Ok(stored) => stored > quota,
                     Err(error) => {
                         tracing::warn!(error = ?error, "could not read a cache's stored bytes");
                         return;
@@ -530,7 +543,7 @@ impl Services {
     /// For a cache with a hard quota: refuses an upload of `incoming` more bytes that
     /// would take it over (or of an unknown size once it is full).
     pub(super) async fn check_hard_quota(&self, cache: &Cache, incoming: Option<u64>) -> ServiceResult<()> {
-        let Some(quota) = cache.gc.quota_bytes.filter(|_| cache.gc.quota_mode == QuotaMode::Refuse) else {
+        let Some(quota) = cache.gc.hard_quota() else {
             return Ok(());
         };
         let stored = self.db().stored_bytes(cache.id).await?;
@@ -587,17 +600,7 @@ impl Services {
     /// The cache's pins: (newest revision, earlier kept revisions newest first) per name.
     pub async fn pins(&self, principal: Option<&Principal>, name: &CacheName) -> ServiceResult<Vec<(PinRevision, Vec<PinRevision>)>> {
         let cache = self.authorize(name, principal, Permission::Read).await?;
-        let revisions = self.db().pin_revisions(cache.id).await?;
-        let now = self.clock().now();
-        let mut pins = Vec::new();
-        for (_, revisions) in group_by_name(&revisions) {
-            let expired: HashSet<i64> = expired_revisions(revisions, now).into_iter().collect();
-            let mut kept = revisions.iter().filter(|(id, _)| !expired.contains(id)).map(|(_, pin)| pin.clone());
-            if let Some(newest) = kept.next() {
-                pins.push((newest, kept.collect()));
-            }
-        }
-        Ok(pins)
+        self.kept_pins(&cache, false).await
     }
 
     /// Pins a published path under `pin_name` (moving the name if it exists).
@@ -621,10 +624,9 @@ impl Services {
         if !self.db().pin(cache.id, pin_name, &path, keep, self.clock().now()).await? {
             return Err(ServiceError::NotFound(format!("{path} is not in cache '{}': push it first", cache.name)));
         }
-        // Apply the keep settings now, so that the answer shows what stays pinned.
-        self.pinned_hashes(&cache, true).await?;
         tracing::info!(path = %path, "pinned");
-        self.pins(Some(principal), name)
+        // The keep settings apply now, so that the answer shows what stays pinned.
+        self.kept_pins(&cache, true)
             .await?
             .into_iter()
             .find(|(pin, _)| pin.name == pin_name)
@@ -768,7 +770,7 @@ fn check_policy(policy: GcPolicy) -> ServiceResult<()> {
 mod tests {
     use super::*;
     use crate::db::GcPath;
-    use crate::domain::NarId;
+    use crate::domain::{NarId, QuotaMode};
 
     /// A graph from (hash, last use, NAR, size) and (referrer, referenced) pairs.
     fn graph(paths: &[(&str, i64, i64, u64)], edges: &[(&str, &str)]) -> CacheGraph {

@@ -173,6 +173,6 @@ fn expiry(created_at: i64, expires_in: Option<Duration>) -> ServiceResult<Option
         None => Ok(None),
         Some(d) if d.is_zero() => Err(ServiceError::BadRequest("expiry must be in the future".into())),
         Some(d) if d > MAX_TOKEN_LIFETIME => Err(ServiceError::BadRequest("expires_in is at most ten years".into())),
-        Some(d) => Ok(Some(created_at.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))),
+        Some(d) => Ok(Some(created_at.saturating_add(super::clock::whole_secs(d)))),
     }
 }

@@ -80,7 +80,8 @@ impl Services {
         // Bytes already stored (pushed to any cache) need not be stored again, but this
         // cache must still prove it has them, so they are hashed and parsed all the same.
         let already_stored = self.db().nar_by_file_hash(&file_hash).await?;
-        if self.db().uploaded_nar(cache.id, &file_hash).await?.is_none() {
+        // Bytes this cache holds already add nothing to its quota.
+        if cache.gc.hard_quota().is_some() && self.db().uploaded_nar(cache.id, &file_hash).await?.is_none() {
             self.check_hard_quota(cache, content_length).await?;
         }
         // Begun at the first chunk, once the bytes have told the compression (and so the key).
@@ -148,7 +149,7 @@ impl Services {
                 // Queued for deletion before a byte is written, taken off the queue when
                 // the NAR is recorded: an upload cut short by a crash is reclaimed a day
                 // later (the pending-upload expiry), not leaked.
-                let expiry = i64::try_from(self.gc_settings().pending_upload_expiry.as_secs()).unwrap_or(i64::MAX);
+                let expiry = super::clock::whole_secs(self.gc_settings().pending_upload_expiry);
                 self.db().queue_storage_deletes(&[&keys.nar, &keys.listing], self.clock().now().saturating_add(expiry)).await?;
                 *upload = Some((self.storage().begin_upload(&keys.nar).await?, keys));
             }
