@@ -82,6 +82,10 @@ impl Application {
         let listener = TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let public_url = PublicUrl(settings.public_url.clone());
+        let dashboard = web::Data::new(crate::routes::DashboardSettings {
+            cookies: crate::routes::CookiePolicy { secure: settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) },
+            base_domain: settings.base_domain.clone(),
+        });
         let data = web::Data::new(services.clone());
         let base_domain = settings.base_domain.clone().map(|d| d.to_ascii_lowercase());
         let body_timeouts =
@@ -101,6 +105,7 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(data.clone())
                 .app_data(web::Data::new(public_url.clone()))
+                .app_data(dashboard.clone())
                 .configure(crate::routes::configure)
         })
         // A streamed response goes out as a head write and then body writes: with Nagle on,

@@ -222,6 +222,43 @@ impl Database {
         rows.into_iter().map(PublishedPath::try_from).collect()
     }
 
+    /// A page of a cache's paths, newest push first, with when each was pushed; only those
+    /// whose store path contains `search` (case-insensitive) when it is given.
+    pub async fn search_paths(
+        &self,
+        cache: CacheId,
+        search: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(PublishedPath, i64)>> {
+        #[derive(FromRow)]
+        struct ListedRow {
+            #[sqlx(flatten)]
+            path: PathRow,
+            created_at: i64,
+        }
+        // LIKE's own wildcards in the search text match themselves.
+        let pattern = search.map(|s| format!("%{}%", s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let rows: Vec<ListedRow> = sqlx::query_as(&format!(
+            "SELECT {PATH_COLUMNS}, {NAR_COLUMNS}, p.created_at FROM paths p JOIN nars n ON n.id = p.nar_id \
+             WHERE p.cache_id = $1 AND ($2 IS NULL OR LOWER(p.store_path) LIKE $2 ESCAPE '\\') \
+             ORDER BY p.created_at DESC, p.id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(cache.0)
+        .bind(pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|row| Ok((PublishedPath::try_from(row.path)?, row.created_at))).collect()
+    }
+
+    pub async fn path_pushed_at(&self, path: PathId) -> anyhow::Result<Option<i64>> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT created_at FROM paths WHERE id = $1").bind(path.0).fetch_optional(&self.pool).await?;
+        Ok(row.map(|(t,)| t))
+    }
+
     pub async fn count_paths(&self, cache: CacheId) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM paths WHERE cache_id = $1").bind(cache.0).fetch_one(&self.pool).await?;
         Ok(n)

@@ -2,10 +2,6 @@ use actix_web::{web, HttpResponse};
 
 use crate::services::Services;
 
-pub async fn landing() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(larder_web::LANDING_TEXT)
-}
-
 /// The process is up.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")

@@ -4,6 +4,7 @@ mod api_v1;
 mod binary_cache;
 mod body;
 pub mod cache_hosts;
+mod dashboard;
 mod errors;
 mod extract;
 mod health;
@@ -11,6 +12,7 @@ mod health;
 use actix_web::{web, HttpResponse};
 
 pub use body::BodyTimeouts;
+pub use dashboard::{CookiePolicy, DashboardSettings};
 
 /// Declares the /api/v1 routes once, for both the router and `API_V1_ROUTES` (which the
 /// tests hold against openapi.yaml).
@@ -63,7 +65,9 @@ api_v1_routes! {
 /// Every route the server answers, in one place.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use binary_cache as bc;
-    cfg.route("/", web::get().to(health::landing))
+    // The dashboard first: its paths (/caches/…, /account) are reserved cache names, so
+    // no binary cache path can mean one of them.
+    cfg.configure(dashboard::configure)
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .service(api_v1_scope())

@@ -3,6 +3,7 @@
 
 mod access;
 mod accounts;
+mod browse;
 mod caches;
 mod clock;
 mod error;
@@ -25,6 +26,7 @@ use crate::storage::Storage;
 
 pub use access::Principal;
 pub use accounts::LoginLimiter;
+pub use browse::{PathDetails, PathPage};
 pub use caches::{CacheChanges, CreatedCache, NewOwnedCache};
 pub use clock::Clock;
 pub use error::{ServiceError, ServiceResult, NO_ACCESS};
