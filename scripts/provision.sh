@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Larder's tests need and is missing: the nix client, PostgreSQL (with a
-# trust rule for postgres@127.0.0.1) and the garage binary. Idempotent: what is there is
-# left as it is. On a fresh Debian machine run it as root (it uses apt-get).
+# trust rule for postgres@127.0.0.1), the garage binary, and Chromium with the npm packages
+# of the dashboard's browser tests. Idempotent: what is there is left as it is. On a fresh
+# Debian machine run it as root (it uses apt-get).
 #
 # It installs only; it never starts a service. (Installing the postgresql package may start
 # its cluster: that is the package's own postinst. Starting and stopping the services for a
 # test run is scripts/test-services.sh's job, which calls this first.)
 #
 # Usage:
-#   bash scripts/provision.sh [nix|postgres|garage ...]   # default: all three
+#   bash scripts/provision.sh [nix|postgres|garage|browser ...]   # default: all four
 #   source scripts/provision.sh                           # only define larder_provision*
 #
 # Functions (when sourced):
@@ -19,6 +20,10 @@
 #                              postgres@127.0.0.1 in the local cluster when it is missing
 #   larder_provision_garage    `cargo install garage --locked` when garage is neither on
 #                              PATH nor in ~/.cargo/bin (~/.cargo/bin is put on PATH)
+#   larder_provision_browser   Debian's chromium via apt-get when /usr/bin/chromium is
+#                              missing; `npm ci` in tests/browser (playwright-core and
+#                              axe-core, pinned in its package-lock.json; no browser download)
+#                              when its node_modules is missing or not what the lock pins
 
 set -euo pipefail
 
@@ -142,21 +147,63 @@ larder_provision_garage() {
 }
 
 # ---------------------------------------------------------------------------------------
+# The dashboard's browser tests (tests/browser): Debian's Chromium, driven by playwright-core
+
+LARDER_CHROMIUM=/usr/bin/chromium
+_ts_browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+
+# True if tests/browser/node_modules holds what package-lock.json pins: npm ci writes
+# node_modules/.package-lock.json, which must name every locked package at its version.
+_ts_browser_modules_fresh() {
+    local lock="$_ts_browser_dir/package-lock.json" installed="$_ts_browser_dir/node_modules/.package-lock.json"
+    [[ -r "$installed" && -r "$lock" ]] || return 1
+    node -e '
+        const [lock, got] = process.argv.slice(1).map((f) => JSON.parse(require("fs").readFileSync(f, "utf8")).packages);
+        for (const [path, info] of Object.entries(lock)) {
+            if (path === "") continue;
+            if (!got[path] || got[path].version !== info.version) process.exit(1);
+        }' "$lock" "$installed" 2>/dev/null
+}
+
+larder_provision_browser() {
+    if [[ ! -x "$LARDER_CHROMIUM" ]]; then
+        _ts_log "$LARDER_CHROMIUM not found: installing Debian's chromium"
+        _ts_apt_install chromium
+        [[ -x "$LARDER_CHROMIUM" ]] || _ts_die "$LARDER_CHROMIUM still missing after installing chromium"
+    fi
+    if ! _ts_have node || ! _ts_have npm; then
+        _ts_log "node/npm not found: installing Debian's nodejs and npm"
+        _ts_apt_install nodejs npm
+    fi
+    # playwright-core 1.65 needs Node.js 20 or later.
+    node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
+        _ts_die "the browser tests need Node.js >= 20 (playwright-core); found $(node --version)"
+    if _ts_browser_modules_fresh; then
+        return 0
+    fi
+    _ts_log "tests/browser/node_modules missing or stale: npm ci (playwright-core, axe-core)"
+    # playwright-core never downloads a browser; the tests use $LARDER_CHROMIUM.
+    (cd "$_ts_browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
+    _ts_browser_modules_fresh || _ts_die "tests/browser/node_modules does not match package-lock.json after npm ci"
+}
+
+# ---------------------------------------------------------------------------------------
 
 larder_provision() {
     larder_provision_nix
     larder_provision_postgres
     larder_provision_garage
+    larder_provision_browser
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     _ts_log_tag=provision
-    (($# > 0)) || set -- nix postgres garage
+    (($# > 0)) || set -- nix postgres garage browser
     for what in "$@"; do
         case "$what" in
-        nix | postgres | garage) ;;
+        nix | postgres | garage | browser) ;;
         *)
-            echo "usage: $0 [nix|postgres|garage ...]   (default: all; or source it)" >&2
+            echo "usage: $0 [nix|postgres|garage|browser ...]   (default: all; or source it)" >&2
             exit 2
             ;;
         esac

@@ -2,7 +2,8 @@
 # Starts and stops the real services Larder's tests talk to: PostgreSQL and a single-node
 # Garage (S3). Everything listens on 127.0.0.1 only; what this script starts it stops by PID.
 # Starting first runs scripts/provision.sh's larder_provision, which installs what is missing
-# (nix, PostgreSQL, garage; on a fresh Debian machine, as root), so one command sets it all up.
+# (nix, PostgreSQL, garage, and Chromium with tests/browser's npm packages for the dashboard's
+# browser tests; on a fresh Debian machine, as root), so one command sets it all up.
 #
 # PostgreSQL: one that already answers on 127.0.0.1:5432, or whose cluster is already running
 # (started by the machine, or by the package's postinst during provisioning), is used and

@@ -667,7 +667,7 @@ impl Services {
                 let named: Vec<&str> = found.iter().take(5).map(|r| r.store_path.as_str()).collect();
                 let more = if found.len() > 5 { format!(" and {} more", found.len() - 5) } else { String::new() };
                 return Err(ServiceError::Conflict(format!(
-                    "{} is referred to by {}{more}: delete those first, or send with_referrers: true",
+                    "{} is referenced by {}{more}: delete those first, or send with_referrers: true",
                     target.store_path,
                     named.join(", ")
                 )));

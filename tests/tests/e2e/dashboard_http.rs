@@ -368,7 +368,7 @@ async fn a_referenced_path_is_not_deleted_alone(server: &TestServer) {
     let path_page = format!("/caches/alice-cache/paths/{}", hash_of(&bottom));
     let page = alice.submit(&path_page, &format!("{path_page}/delete"), &[]).await;
     assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
-    assert!(page.body.contains("class=\"form-error\" role=\"alert\"") && page.body.contains("is referred to by"), "{}", page.body);
+    assert!(page.body.contains("class=\"form-error\" role=\"alert\"") && page.body.contains("is referenced by"), "{}", page.body);
     assert_eq!(alice.get(&path_page).await.status, StatusCode::OK, "still there");
 
     // The top path, which nothing refers to, goes.

@@ -5,6 +5,8 @@ mod access;
 mod accounts;
 mod bad_input;
 mod cache_hosts;
+mod dashboard;
+mod dashboard_http;
 mod gc;
 mod isolation;
 mod keys;

@@ -1021,8 +1021,12 @@ async fn show_keys(
         Ok(loaded) => loaded,
         Err(error) => return reply.failure(error),
     };
+    let client_signing = cache.signing_mode == domain::SigningMode::Client;
+    // Only the keys of the current mode: a client-held cache's retired server key (made
+    // when the cache was) is none of its owner's business.
     let rows: Vec<views::KeyRow> = keys
         .iter()
+        .filter(|k| k.secret.is_none() == client_signing)
         .map(|k| views::KeyRow {
             name: k.name().to_owned(),
             public_key: k.public_key.to_nix_string(),
@@ -1034,7 +1038,7 @@ async fn show_keys(
     let page = views::KeysPage {
         chrome: reply.chrome(flash),
         header: cache_header(&cache, views::CacheTab::Keys),
-        client_signing: cache.signing_mode == domain::SigningMode::Client,
+        client_signing,
         active_count: rows.iter().filter(|k| k.active).count(),
         keys: rows,
         paths,
