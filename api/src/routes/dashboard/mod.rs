@@ -46,6 +46,14 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 type Page = HttpResponse;
 
+/// A handler's body: `Err` is a page shown early (a redirect to log in, "not found", …).
+type Outcome = Result<Page, Page>;
+
+/// The page a handler's body settled on, early or not.
+async fn answer(body: impl std::future::Future<Output = Outcome>) -> Page {
+    body.await.unwrap_or_else(|page| page)
+}
+
 /// Every dashboard route, for the one route table.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::FormConfig::default().limit(16 * 1024).error_handler(|error, _req| {
@@ -403,42 +411,39 @@ struct CsrfOnly {
 
 async fn log_out(req: HttpRequest, (services, settings, _): Deps, form: web::Form<CsrfOnly>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    if let Err(error) = services.log_out(&login.principal).await {
-        return request.reply().failure(error);
-    }
-    let mut response = redirect("/");
-    let _ = response.add_cookie(&settings.cookies.removal(SESSION_COOKIE));
-    response
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        if let Err(error) = services.log_out(&login.principal).await {
+            return Ok(request.reply().failure(error));
+        }
+        let mut response = redirect("/");
+        let _ = response.add_cookie(&settings.cookies.removal(SESSION_COOKIE));
+        Ok(response)
+    })
+    .await
 }
 
 // ---- caches ------------------------------------------------------------------------------
 
 async fn cache_list(req: HttpRequest, (services, settings, _): Deps) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let usage = match services.account_usage(&login.principal).await {
-        Ok(usage) => usage,
-        Err(error) => return reply.failure(error),
-    };
-    let caches = usage
-        .into_iter()
-        .map(|(cache, usage)| views::CacheRow {
-            name: cache.name.as_str().to_owned(),
-            public: cache.public,
-            paths: usage.paths,
-            stored: views::bytes(usage.stored_bytes),
-            last_push: usage.last_push_at.map_or_else(|| "never".to_owned(), views::timestamp),
-        })
-        .collect();
-    reply.ok(&views::CacheListPage { chrome: reply.chrome(flash(&req)), caches })
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let usage = services.account_usage(&login.principal).await.map_err(|error| request.reply().failure(error))?;
+        let caches = usage
+            .into_iter()
+            .map(|(cache, usage)| views::CacheRow {
+                name: cache.name.as_str().to_owned(),
+                public: cache.public,
+                paths: usage.paths,
+                stored: views::bytes(usage.stored_bytes),
+                last_push: usage.last_push_at.map_or_else(|| "never".to_owned(), views::timestamp),
+            })
+            .collect();
+        Ok(reply.ok(&views::CacheListPage { chrome: reply.chrome(flash(&req)), caches }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -492,46 +497,48 @@ fn parse_priority(text: &str) -> Result<Option<i64>, String> {
 
 async fn create_cache(req: HttpRequest, (services, settings, _): Deps, form: web::Form<NewCacheForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let form = form.into_inner();
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let public = form.visibility == "public";
-    let client_signing = form.signing == "client";
-    let mut name = views::Field::new(form.name.trim());
-    let mut priority = views::Field::new(form.priority.trim());
-    let parsed_name = CacheName::parse(&name.value).map_err(|e| name.error = Some(e)).ok();
-    let parsed_priority = parse_priority(&priority.value).map_err(|e| priority.error = Some(e)).ok();
-    let mut form_error = None;
-    if let (Some(cache_name), Some(priority)) = (parsed_name, parsed_priority) {
-        let new = NewOwnedCache { name: cache_name.clone(), public, priority, description: form.description.trim().to_owned() };
-        match services.create_owned_cache(&login.principal, new).await {
-            Ok(cache) => {
-                if client_signing {
-                    if let Err(error) = services.set_signing_mode(&login.principal, &cache.name, domain::SigningMode::Client, false).await {
-                        return reply.failure(error);
+    answer(async {
+        let reply = request.reply();
+        let form = form.into_inner();
+        let login = request.form_login(&form.csrf)?;
+        let public = form.visibility == "public";
+        let client_signing = form.signing == "client";
+        let mut name = views::Field::new(form.name.trim());
+        let mut priority = views::Field::new(form.priority.trim());
+        let parsed_name = CacheName::parse(&name.value).map_err(|e| name.error = Some(e)).ok();
+        let parsed_priority = parse_priority(&priority.value).map_err(|e| priority.error = Some(e)).ok();
+        let mut form_error = None;
+        if let (Some(cache_name), Some(priority)) = (parsed_name, parsed_priority) {
+            let new = NewOwnedCache { name: cache_name.clone(), public, priority, description: form.description.trim().to_owned() };
+            match services.create_owned_cache(&login.principal, new).await {
+                Ok(cache) => {
+                    if client_signing {
+                        if let Err(error) =
+                            services.set_signing_mode(&login.principal, &cache.name, domain::SigningMode::Client, false).await
+                        {
+                            return Ok(reply.failure(error));
+                        }
                     }
+                    return Ok(redirect(&format!("/caches/{}?done=cache-created", cache.name)));
                 }
-                return redirect(&format!("/caches/{}?done=cache-created", cache.name));
+                Err(ServiceError::Conflict(_)) => name.error = Some(format!("the name “{}” is taken: choose another", name.value)),
+                Err(ServiceError::BadRequest(message)) => form_error = Some(message),
+                Err(other) => return Ok(reply.failure(other)),
             }
-            Err(ServiceError::Conflict(_)) => name.error = Some(format!("the name “{}” is taken: choose another", name.value)),
-            Err(ServiceError::BadRequest(message)) => form_error = Some(message),
-            Err(other) => return reply.failure(other),
         }
-    }
-    let page = views::NewCachePage {
-        chrome: reply.chrome(None),
-        name,
-        public,
-        client_signing,
-        priority,
-        description: views::Field::new(form.description),
-        form_error,
-        name_rules: CACHE_NAME_RULES,
-    };
-    reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        let page = views::NewCachePage {
+            chrome: reply.chrome(None),
+            name,
+            public,
+            client_signing,
+            priority,
+            description: views::Field::new(form.description),
+            form_error,
+            name_rules: CACHE_NAME_RULES,
+        };
+        Ok(reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page))
+    })
+    .await
 }
 
 /// The substituter URL of a cache and the host nix matches netrc lines against.
@@ -560,49 +567,43 @@ fn path_row(path: &domain::PublishedPath, pushed_at: i64) -> views::PathRow {
 
 async fn cache_page(req: HttpRequest, (services, settings, public_url): Deps, name: web::Path<String>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let principal = Some(&login.principal);
-    let loaded = async {
-        let keys = services.trusted_public_keys(&cache).await?;
-        let usage = services.usage(principal, &cache.name).await?;
-        let recent = services.browse_paths(principal, &cache.name, "", 0, RECENT_PUSHES).await?;
-        Ok::<_, ServiceError>((keys, usage, recent))
-    };
-    let (keys, usage, recent) = match loaded.await {
-        Ok(loaded) => loaded,
-        Err(error) => return reply.failure(error),
-    };
-    let public_keys: Vec<String> = keys.iter().map(|k| k.to_nix_string()).collect();
-    let (substituter, netrc_host) = substituter_of(&cache.name, &req, &public_url, &settings);
-    let client_signing = cache.signing_mode == domain::SigningMode::Client;
-    let snippets = views::SetupSnippets::new(&views::SnippetInput {
-        substituter: &substituter,
-        netrc_host: &netrc_host,
-        public_keys: &public_keys,
-        public: cache.public,
-        client_signing,
-    });
-    reply.ok(&views::CachePage {
-        chrome: reply.chrome(flash(&req)),
-        header: cache_header(&cache, views::CacheTab::Overview),
-        description: cache.description.clone(),
-        substituter,
-        public_keys,
-        client_signing,
-        snippets,
-        paths: usage.paths,
-        stored: views::bytes(usage.stored_bytes),
-        last_push: usage.last_push_at.map_or_else(|| "never".to_owned(), views::timestamp),
-        recent: recent.paths.iter().map(|(path, pushed)| path_row(path, *pushed)).collect(),
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let principal = Some(&login.principal);
+        let loaded = async {
+            let keys = services.trusted_public_keys(&cache).await?;
+            let usage = services.usage(principal, &cache.name).await?;
+            let recent = services.browse_paths(principal, &cache.name, "", 0, RECENT_PUSHES).await?;
+            Ok::<_, ServiceError>((keys, usage, recent))
+        };
+        let (keys, usage, recent) = loaded.await.map_err(|error| request.reply().failure(error))?;
+        let public_keys: Vec<String> = keys.iter().map(|k| k.to_nix_string()).collect();
+        let (substituter, netrc_host) = substituter_of(&cache.name, &req, &public_url, &settings);
+        let client_signing = cache.signing_mode == domain::SigningMode::Client;
+        let snippets = views::SetupSnippets::new(&views::SnippetInput {
+            substituter: &substituter,
+            netrc_host: &netrc_host,
+            public_keys: &public_keys,
+            public: cache.public,
+            client_signing,
+        });
+        Ok(reply.ok(&views::CachePage {
+            chrome: reply.chrome(flash(&req)),
+            header: cache_header(&cache, views::CacheTab::Overview),
+            description: cache.description.clone(),
+            substituter,
+            public_keys,
+            client_signing,
+            snippets,
+            paths: usage.paths,
+            stored: views::bytes(usage.stored_bytes),
+            last_push: usage.last_push_at.map_or_else(|| "never".to_owned(), views::timestamp),
+            recent: recent.paths.iter().map(|(path, pushed)| path_row(path, *pushed)).collect(),
+        }))
     })
+    .await
 }
 
 // ---- paths -------------------------------------------------------------------------------
@@ -618,39 +619,36 @@ struct PathQuery {
 
 async fn path_list(req: HttpRequest, (services, settings, public_url): Deps, name: web::Path<String>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let query = web::Query::<PathQuery>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .unwrap_or(PathQuery { q: String::new(), page: None });
-    let page = query.page.unwrap_or(1).max(1);
-    let found = match services.browse_paths(Some(&login.principal), &cache.name, &query.q, page - 1, PATHS_PER_PAGE).await {
-        Ok(found) => found,
-        Err(ServiceError::BadRequest(message)) => return reply.error(StatusCode::BAD_REQUEST, "Search too long", message),
-        Err(error) => return reply.failure(error),
-    };
-    let page_url = |n: u32| {
-        let q: String = url::form_urlencoded::byte_serialize(query.q.trim().as_bytes()).collect();
-        format!("/caches/{}/paths?q={q}&page={n}", cache.name)
-    };
-    let (substituter, _) = substituter_of(&cache.name, &req, &public_url, &settings);
-    reply.ok(&views::PathListPage {
-        chrome: reply.chrome(flash(&req)),
-        header: cache_header(&cache, views::CacheTab::Paths),
-        query: query.q.trim().to_owned(),
-        rows: found.paths.iter().map(|(path, pushed)| path_row(path, *pushed)).collect(),
-        page,
-        previous_url: (page > 1).then(|| page_url(page - 1)),
-        next_url: found.has_more.then(|| page_url(page + 1)),
-        push_hint: views::push_command(&substituter, cache.signing_mode == domain::SigningMode::Client).trim().to_owned(),
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let query = web::Query::<PathQuery>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or(PathQuery { q: String::new(), page: None });
+        let page = query.page.unwrap_or(1).max(1);
+        let found = match services.browse_paths(Some(&login.principal), &cache.name, &query.q, page - 1, PATHS_PER_PAGE).await {
+            Ok(found) => found,
+            Err(ServiceError::BadRequest(message)) => return Err(reply.error(StatusCode::BAD_REQUEST, "Search too long", message)),
+            Err(error) => return Ok(reply.failure(error)),
+        };
+        let page_url = |n: u32| {
+            let q: String = url::form_urlencoded::byte_serialize(query.q.trim().as_bytes()).collect();
+            format!("/caches/{}/paths?q={q}&page={n}", cache.name)
+        };
+        let (substituter, _) = substituter_of(&cache.name, &req, &public_url, &settings);
+        Ok(reply.ok(&views::PathListPage {
+            chrome: reply.chrome(flash(&req)),
+            header: cache_header(&cache, views::CacheTab::Paths),
+            query: query.q.trim().to_owned(),
+            rows: found.paths.iter().map(|(path, pushed)| path_row(path, *pushed)).collect(),
+            page,
+            previous_url: (page > 1).then(|| page_url(page - 1)),
+            next_url: found.has_more.then(|| page_url(page + 1)),
+            push_hint: views::push_command(&substituter, cache.signing_mode == domain::SigningMode::Client).trim().to_owned(),
+        }))
     })
+    .await
 }
 
 async fn path_page(req: HttpRequest, (services, settings, _): Deps, path: web::Path<(String, String)>) -> Page {
@@ -661,47 +659,42 @@ async fn path_page(req: HttpRequest, (services, settings, _): Deps, path: web::P
 
 /// The page of one path, with an error above its fields when an action on it failed.
 async fn show_path(request: &Request, services: &Services, name: &str, hash: &str, flash: Option<String>, error: Option<String>) -> Page {
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(services, request, login, name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let Ok(hash) = StorePathHash::parse(hash) else { return reply.not_found() };
-    let details = match services.path_details(Some(&login.principal), &cache.name, &hash).await {
-        Ok(details) => details,
-        Err(error) => return reply.failure(error),
-    };
-    let path = &details.path;
-    let references = path
-        .references
-        .iter()
-        .map(|r| views::Reference {
-            base_name: r.base_name(),
-            url: details.held_references.contains(r.hash()).then(|| format!("/caches/{}/paths/{}", cache.name, r.hash())),
-        })
-        .collect();
-    let status = if error.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
-    let page = views::PathPage {
-        chrome: reply.chrome(flash),
-        header: cache_header(&cache, views::CacheTab::Paths),
-        hash: hash.as_str().to_owned(),
-        store_path: path.store_path.to_absolute(),
-        nar_hash: format!("sha256:{}", path.nar.nar_hash.to_nix32()),
-        nar_size: format!("{} ({} bytes)", views::bytes(path.nar.nar_size), path.nar.nar_size),
-        file_size: format!("{} ({} bytes)", views::bytes(path.nar.file_size), path.nar.file_size),
-        compression: path.nar.compression.name().to_owned(),
-        deriver: path.deriver.as_ref().map(|d| d.base_name()),
-        ca: path.ca.clone(),
-        references,
-        signatures: path.signatures.iter().map(|s| s.to_nix_string()).collect(),
-        pushed: views::timestamp(details.pushed_at),
-        form_error: error,
-    };
-    reply.page(status, &page)
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(services, request, login, name).await?;
+        let Ok(hash) = StorePathHash::parse(hash) else { return Err(reply.not_found()) };
+        let details =
+            services.path_details(Some(&login.principal), &cache.name, &hash).await.map_err(|error| request.reply().failure(error))?;
+        let path = &details.path;
+        let references = path
+            .references
+            .iter()
+            .map(|r| views::Reference {
+                base_name: r.base_name(),
+                url: details.held_references.contains(r.hash()).then(|| format!("/caches/{}/paths/{}", cache.name, r.hash())),
+            })
+            .collect();
+        let status = if error.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
+        let page = views::PathPage {
+            chrome: reply.chrome(flash),
+            header: cache_header(&cache, views::CacheTab::Paths),
+            hash: hash.as_str().to_owned(),
+            store_path: path.store_path.to_absolute(),
+            nar_hash: format!("sha256:{}", path.nar.nar_hash.to_nix32()),
+            nar_size: format!("{} ({} bytes)", views::bytes(path.nar.nar_size), path.nar.nar_size),
+            file_size: format!("{} ({} bytes)", views::bytes(path.nar.file_size), path.nar.file_size),
+            compression: path.nar.compression.name().to_owned(),
+            deriver: path.deriver.as_ref().map(|d| d.base_name()),
+            ca: path.ca.clone(),
+            references,
+            signatures: path.signatures.iter().map(|s| s.to_nix_string()).collect(),
+            pushed: views::timestamp(details.pushed_at),
+            form_error: error,
+        };
+        Ok(reply.page(status, &page))
+    })
+    .await
 }
 
 async fn delete_path(
@@ -711,33 +704,30 @@ async fn delete_path(
     form: web::Form<CsrfOnly>,
 ) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let (name, hash) = path.into_inner();
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let Ok(parsed) = StorePathHash::parse(&hash) else { return request.reply().not_found() };
-    match services.delete_path(&login.principal, &cache.name, &parsed, false).await {
-        Ok(_) => redirect(&format!("/caches/{}/paths?done=path-deleted", cache.name)),
-        Err(ServiceError::Conflict(message)) => {
-            // The API's hint (with_referrers) means nothing here.
-            let message = message.split(": delete those first").next().unwrap_or(&message).to_owned();
-            show_path(
-                &request,
-                &services,
-                &name,
-                &hash,
-                None,
-                Some(format!("Not deleted: {message}. Delete the paths that refer to it first.")),
-            )
-            .await
-        }
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let (name, hash) = path.into_inner();
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let Ok(parsed) = StorePathHash::parse(&hash) else { return Err(request.reply().not_found()) };
+        Ok(match services.delete_path(&login.principal, &cache.name, &parsed, false).await {
+            Ok(_) => redirect(&format!("/caches/{}/paths?done=path-deleted", cache.name)),
+            Err(ServiceError::Conflict(message)) => {
+                // The API's hint (with_referrers) means nothing here.
+                let message = message.split(": delete those first").next().unwrap_or(&message).to_owned();
+                show_path(
+                    &request,
+                    &services,
+                    &name,
+                    &hash,
+                    None,
+                    Some(format!("Not deleted: {message}. Delete the paths that refer to it first.")),
+                )
+                .await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 // ---- tokens ------------------------------------------------------------------------------
@@ -830,36 +820,32 @@ async fn show_tokens(
     form: views::TokenForm,
     status: StatusCode,
 ) -> Page {
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(services, request, login, name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let tokens = match live_tokens(services, &login.principal, |scope| *scope == TokenScope::Cache(cache.id)).await {
-        Ok(tokens) => tokens,
-        Err(error) => return reply.failure(error),
-    };
-    let (substituter, host) = substituter_of(&cache.name, req, public_url, &settings_of(request));
-    let new_token = new_token.map(|(secret, permission)| views::NewToken {
-        netrc: Some(views::netrc_line(&host, &secret)),
-        push: permission
-            .allows(Permission::Write)
-            .then(|| views::push_command(&substituter, cache.signing_mode == domain::SigningMode::Client)),
-        secret,
-    });
-    let rows = tokens.iter().map(|t| token_row(t, format!("/caches/{}/tokens/{}/revoke", cache.name, t.id), None)).collect();
-    let page = views::TokensPage {
-        chrome: reply.chrome(flash(req)),
-        header: cache_header(&cache, views::CacheTab::Tokens),
-        tokens: rows,
-        new_token,
-        form,
-    };
-    reply.page(status, &page)
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(services, request, login, name).await?;
+        let tokens = live_tokens(services, &login.principal, |scope| *scope == TokenScope::Cache(cache.id))
+            .await
+            .map_err(|error| request.reply().failure(error))?;
+        let (substituter, host) = substituter_of(&cache.name, req, public_url, &settings_of(request));
+        let new_token = new_token.map(|(secret, permission)| views::NewToken {
+            netrc: Some(views::netrc_line(&host, &secret)),
+            push: permission
+                .allows(Permission::Write)
+                .then(|| views::push_command(&substituter, cache.signing_mode == domain::SigningMode::Client)),
+            secret,
+        });
+        let rows = tokens.iter().map(|t| token_row(t, format!("/caches/{}/tokens/{}/revoke", cache.name, t.id), None)).collect();
+        let page = views::TokensPage {
+            chrome: reply.chrome(flash(req)),
+            header: cache_header(&cache, views::CacheTab::Tokens),
+            tokens: rows,
+            new_token,
+            form,
+        };
+        Ok(reply.page(status, &page))
+    })
+    .await
 }
 
 fn settings_of(request: &Request) -> DashboardSettings {
@@ -873,46 +859,43 @@ async fn create_cache_token(
     form: web::Form<TokenFormData>,
 ) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let (permission, expires_in) = match form.parse() {
-        Ok(parsed) => parsed,
-        Err(shown) => {
-            return show_tokens(&req, &request, &services, &public_url, &name, None, shown, StatusCode::UNPROCESSABLE_ENTITY).await
-        }
-    };
-    let token_request = TokenRequest {
-        target: TokenTarget::Cache(cache.name.clone()),
-        permission,
-        expires_in,
-        description: form.description.trim().to_owned(),
-    };
-    match services.create_token_for(&login.principal, token_request).await {
-        Ok(created) => {
-            let shown = Some((created.secret, permission));
-            show_tokens(&req, &request, &services, &public_url, &name, shown, views::TokenForm::default(), StatusCode::OK).await
-        }
-        Err(ServiceError::BadRequest(message)) => {
-            show_tokens(
-                &req,
-                &request,
-                &services,
-                &public_url,
-                &name,
-                None,
-                form.redisplay(Some(message)),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let (permission, expires_in) = match form.parse() {
+            Ok(parsed) => parsed,
+            Err(shown) => {
+                return Err(show_tokens(&req, &request, &services, &public_url, &name, None, shown, StatusCode::UNPROCESSABLE_ENTITY).await);
+            }
+        };
+        let token_request = TokenRequest {
+            target: TokenTarget::Cache(cache.name.clone()),
+            permission,
+            expires_in,
+            description: form.description.trim().to_owned(),
+        };
+        Ok(match services.create_token_for(&login.principal, token_request).await {
+            Ok(created) => {
+                let shown = Some((created.secret, permission));
+                show_tokens(&req, &request, &services, &public_url, &name, shown, views::TokenForm::default(), StatusCode::OK).await
+            }
+            Err(ServiceError::BadRequest(message)) => {
+                show_tokens(
+                    &req,
+                    &request,
+                    &services,
+                    &public_url,
+                    &name,
+                    None,
+                    form.redisplay(Some(message)),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 /// The confirmation page before a token is revoked; `None` when it is not one of `tokens`.
@@ -935,23 +918,20 @@ fn revoke_confirmation(reply: &Reply<'_>, tokens: &[domain::Token], id: &str, ac
 
 async fn confirm_revoke_cache_token(req: HttpRequest, (services, settings, _): Deps, path: web::Path<(String, String)>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let (name, id) = path.into_inner();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    match live_tokens(&services, &login.principal, |scope| *scope == TokenScope::Cache(cache.id)).await {
-        Ok(tokens) => {
-            let base = format!("/caches/{}/tokens", cache.name);
-            revoke_confirmation(&reply, &tokens, &id, format!("{base}/{id}/revoke"), base)
-        }
-        Err(error) => reply.failure(error),
-    }
+    answer(async {
+        let reply = request.reply();
+        let (name, id) = path.into_inner();
+        let login = request.login()?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        Ok(match live_tokens(&services, &login.principal, |scope| *scope == TokenScope::Cache(cache.id)).await {
+            Ok(tokens) => {
+                let base = format!("/caches/{}/tokens", cache.name);
+                revoke_confirmation(&reply, &tokens, &id, format!("{base}/{id}/revoke"), base)
+            }
+            Err(error) => reply.failure(error),
+        })
+    })
+    .await
 }
 
 async fn revoke_cache_token(
@@ -961,31 +941,36 @@ async fn revoke_cache_token(
     form: web::Form<CsrfOnly>,
 ) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let (name, id) = path.into_inner();
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    revoke(&request, &services, login, &id, |scope| *scope == TokenScope::Cache(cache.id), &format!("/caches/{}/tokens", cache.name)).await
+    answer(async {
+        let (name, id) = path.into_inner();
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        Ok(revoke(
+            &request,
+            &services,
+            login,
+            &id,
+            |scope| *scope == TokenScope::Cache(cache.id),
+            &format!("/caches/{}/tokens", cache.name),
+        )
+        .await)
+    })
+    .await
 }
 
 /// Revokes token `id` if it is one of the live tokens `keep` selects, then goes `back`.
 async fn revoke(request: &Request, services: &Services, login: &Login, id: &str, keep: impl Fn(&TokenScope) -> bool, back: &str) -> Page {
-    let tokens = match live_tokens(services, &login.principal, keep).await {
-        Ok(tokens) => tokens,
-        Err(error) => return request.reply().failure(error),
-    };
-    if !tokens.iter().any(|t| t.id.as_str() == id) {
-        return request.reply().not_found();
-    }
-    match services.revoke_own_token(&login.principal, &TokenId::from_presented(id)).await {
-        Ok(()) => redirect(&format!("{back}?done=token-revoked")),
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let tokens = live_tokens(services, &login.principal, keep).await.map_err(|error| request.reply().failure(error))?;
+        if !tokens.iter().any(|t| t.id.as_str() == id) {
+            return Ok(request.reply().not_found());
+        }
+        Ok(match services.revoke_own_token(&login.principal, &TokenId::from_presented(id)).await {
+            Ok(()) => redirect(&format!("{back}?done=token-revoked")),
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 // ---- keys --------------------------------------------------------------------------------
@@ -1003,49 +988,43 @@ async fn show_keys(
     public_key: views::Field,
     error: Option<String>,
 ) -> Page {
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(services, request, login, name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let loaded = async {
-        let keys = services.list_keys(Some(&login.principal), &cache.name).await?;
-        let usage = services.usage(Some(&login.principal), &cache.name).await?;
-        Ok::<_, ServiceError>((keys, usage.paths))
-    };
-    let (keys, paths) = match loaded.await {
-        Ok(loaded) => loaded,
-        Err(error) => return reply.failure(error),
-    };
-    let client_signing = cache.signing_mode == domain::SigningMode::Client;
-    // Only the keys of the current mode: a client-held cache's retired server key (made
-    // when the cache was) is none of its owner's business.
-    let rows: Vec<views::KeyRow> = keys
-        .iter()
-        .filter(|k| k.secret.is_none() == client_signing)
-        .map(|k| views::KeyRow {
-            name: k.name().to_owned(),
-            public_key: k.public_key.to_nix_string(),
-            active: k.active,
-            created: views::timestamp(k.created_at),
-        })
-        .collect();
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    let page = views::KeysPage {
-        chrome: reply.chrome(flash),
-        header: cache_header(&cache, views::CacheTab::Keys),
-        client_signing,
-        active_count: rows.iter().filter(|k| k.active).count(),
-        keys: rows,
-        paths,
-        public_key,
-        form_error: error,
-    };
-    reply.page(status, &page)
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(services, request, login, name).await?;
+        let loaded = async {
+            let keys = services.list_keys(Some(&login.principal), &cache.name).await?;
+            let usage = services.usage(Some(&login.principal), &cache.name).await?;
+            Ok::<_, ServiceError>((keys, usage.paths))
+        };
+        let (keys, paths) = loaded.await.map_err(|error| request.reply().failure(error))?;
+        let client_signing = cache.signing_mode == domain::SigningMode::Client;
+        // Only the keys of the current mode: a client-held cache's retired server key (made
+        // when the cache was) is none of its owner's business.
+        let rows: Vec<views::KeyRow> = keys
+            .iter()
+            .filter(|k| k.secret.is_none() == client_signing)
+            .map(|k| views::KeyRow {
+                name: k.name().to_owned(),
+                public_key: k.public_key.to_nix_string(),
+                active: k.active,
+                created: views::timestamp(k.created_at),
+            })
+            .collect();
+        let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+        let page = views::KeysPage {
+            chrome: reply.chrome(flash),
+            header: cache_header(&cache, views::CacheTab::Keys),
+            client_signing,
+            active_count: rows.iter().filter(|k| k.active).count(),
+            keys: rows,
+            paths,
+            public_key,
+            form_error: error,
+        };
+        Ok(reply.page(status, &page))
+    })
+    .await
 }
 
 /// Runs a key action for the form's sender on their cache; on success goes back to the
@@ -1064,21 +1043,18 @@ where
     Fut: std::future::Future<Output = Result<(), ServiceError>>,
 {
     let request = Request::open(req, services, settings).await;
-    let login = match request.form_login(csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(services, &request, login, name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    match action(login.principal.clone(), cache.name.clone()).await {
-        Ok(()) => redirect(&format!("/caches/{}/keys?done={done}", cache.name)),
-        Err(ServiceError::BadRequest(message) | ServiceError::Conflict(message)) => {
-            show_keys(&request, services, name, None, views::Field::default(), Some(message)).await
-        }
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let login = request.form_login(csrf)?;
+        let cache = own_cache(services, &request, login, name).await?;
+        Ok(match action(login.principal.clone(), cache.name.clone()).await {
+            Ok(()) => redirect(&format!("/caches/{}/keys?done={done}", cache.name)),
+            Err(ServiceError::BadRequest(message) | ServiceError::Conflict(message)) => {
+                show_keys(&request, services, name, None, views::Field::default(), Some(message)).await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 async fn rotate_key(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>, form: web::Form<CsrfOnly>) -> Page {
@@ -1108,22 +1084,19 @@ struct PublicKeyForm {
 
 async fn register_key(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>, form: web::Form<PublicKeyForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let typed = form.public_key.trim();
-    match services.register_public_key(&login.principal, &cache.name, typed).await {
-        Ok(_) => redirect(&format!("/caches/{}/keys?done=key-registered", cache.name)),
-        Err(ServiceError::BadRequest(message) | ServiceError::Conflict(message)) => {
-            show_keys(&request, &services, &name, None, views::Field::with_error(typed, message), None).await
-        }
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let typed = form.public_key.trim();
+        Ok(match services.register_public_key(&login.principal, &cache.name, typed).await {
+            Ok(_) => redirect(&format!("/caches/{}/keys?done=key-registered", cache.name)),
+            Err(ServiceError::BadRequest(message) | ServiceError::Conflict(message)) => {
+                show_keys(&request, &services, &name, None, views::Field::with_error(typed, message), None).await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1175,61 +1148,56 @@ struct SettingsForm {
 
 async fn settings_page(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    reply.ok(&views::SettingsPage {
-        chrome: reply.chrome(flash(&req)),
-        header: cache_header(&cache, views::CacheTab::Settings),
-        public: cache.public,
-        priority: views::Field::new(cache.priority.to_string()),
-        description: views::Field::new(cache.description.clone()),
-        form_error: None,
-        confirm: Default::default(),
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        Ok(reply.ok(&views::SettingsPage {
+            chrome: reply.chrome(flash(&req)),
+            header: cache_header(&cache, views::CacheTab::Settings),
+            public: cache.public,
+            priority: views::Field::new(cache.priority.to_string()),
+            description: views::Field::new(cache.description.clone()),
+            form_error: None,
+            confirm: Default::default(),
+        }))
     })
+    .await
 }
 
 async fn save_settings(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>, form: web::Form<SettingsForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let public = form.visibility == "public";
-    let mut priority = views::Field::new(form.priority.trim());
-    let mut form_error = None;
-    match parse_priority(&priority.value) {
-        Err(message) => priority.error = Some(message),
-        Ok(parsed) => {
-            let changes = CacheChanges { public: Some(public), priority: parsed, description: Some(form.description.trim().to_owned()) };
-            match services.update_cache(&login.principal, &cache.name, changes).await {
-                Ok(cache) => return redirect(&format!("/caches/{}/settings?done=settings-saved", cache.name)),
-                Err(ServiceError::BadRequest(message)) => form_error = Some(message),
-                Err(error) => return reply.failure(error),
+    answer(async {
+        let reply = request.reply();
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let public = form.visibility == "public";
+        let mut priority = views::Field::new(form.priority.trim());
+        let mut form_error = None;
+        match parse_priority(&priority.value) {
+            Err(message) => priority.error = Some(message),
+            Ok(parsed) => {
+                let changes =
+                    CacheChanges { public: Some(public), priority: parsed, description: Some(form.description.trim().to_owned()) };
+                match services.update_cache(&login.principal, &cache.name, changes).await {
+                    Ok(cache) => return Ok(redirect(&format!("/caches/{}/settings?done=settings-saved", cache.name))),
+                    Err(ServiceError::BadRequest(message)) => form_error = Some(message),
+                    Err(error) => return Ok(reply.failure(error)),
+                }
             }
         }
-    }
-    let page = views::SettingsPage {
-        chrome: reply.chrome(None),
-        header: cache_header(&cache, views::CacheTab::Settings),
-        public,
-        priority,
-        description: views::Field::new(form.description.trim()),
-        form_error,
-        confirm: Default::default(),
-    };
-    reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        let page = views::SettingsPage {
+            chrome: reply.chrome(None),
+            header: cache_header(&cache, views::CacheTab::Settings),
+            public,
+            priority,
+            description: views::Field::new(form.description.trim()),
+            form_error,
+            confirm: Default::default(),
+        };
+        Ok(reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1242,32 +1210,29 @@ struct ConfirmForm {
 
 async fn delete_cache(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>, form: web::Form<ConfirmForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let cache = match own_cache(&services, &request, login, &name).await {
-        Ok(cache) => cache,
-        Err(page) => return page,
-    };
-    let typed = form.confirm.trim();
-    if typed != cache.name.as_str() {
-        let page = views::SettingsPage {
-            chrome: reply.chrome(None),
-            header: cache_header(&cache, views::CacheTab::Settings),
-            public: cache.public,
-            priority: views::Field::new(cache.priority.to_string()),
-            description: views::Field::new(cache.description.clone()),
-            form_error: None,
-            confirm: views::Field::with_error(typed, format!("type “{}” to delete this cache", cache.name)),
-        };
-        return reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page);
-    }
-    match services.delete_cache(&login.principal, &cache.name, typed).await {
-        Ok(()) => redirect("/caches?done=cache-deleted"),
-        Err(error) => reply.failure(error),
-    }
+    answer(async {
+        let reply = request.reply();
+        let login = request.form_login(&form.csrf)?;
+        let cache = own_cache(&services, &request, login, &name).await?;
+        let typed = form.confirm.trim();
+        if typed != cache.name.as_str() {
+            let page = views::SettingsPage {
+                chrome: reply.chrome(None),
+                header: cache_header(&cache, views::CacheTab::Settings),
+                public: cache.public,
+                priority: views::Field::new(cache.priority.to_string()),
+                description: views::Field::new(cache.description.clone()),
+                form_error: None,
+                confirm: views::Field::with_error(typed, format!("type “{}” to delete this cache", cache.name)),
+            };
+            return Ok(reply.page(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
+        Ok(match services.delete_cache(&login.principal, &cache.name, typed).await {
+            Ok(()) => redirect("/caches?done=cache-deleted"),
+            Err(error) => reply.failure(error),
+        })
+    })
+    .await
 }
 
 // ---- account -----------------------------------------------------------------------------
@@ -1304,42 +1269,39 @@ async fn account_page(req: HttpRequest, (services, settings, _): Deps) -> Page {
 }
 
 async fn show_account(request: &Request, services: &Services, flash: Option<String>, view: AccountView) -> Page {
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let loaded = async {
-        let account = services.account(&login.principal).await?;
-        let caches = services.my_caches(&login.principal).await?;
-        let tokens = live_tokens(services, &login.principal, is_personal).await?;
-        Ok::<_, ServiceError>((account, caches, tokens))
-    };
-    let (account, caches, tokens) = match loaded.await {
-        Ok(loaded) => loaded,
-        Err(error) => return reply.failure(error),
-    };
-    let reach = |scope: &TokenScope| match scope {
-        TokenScope::Personal { caches: domain::CacheLimit::Only(ids), .. } => {
-            let names: Vec<&str> = caches.iter().filter(|c| ids.contains(&c.id)).map(|c| c.name.as_str()).collect();
-            Some(if names.is_empty() { "none".to_owned() } else { names.join(", ") })
-        }
-        _ => None,
-    };
-    let rows = tokens.iter().map(|t| token_row(t, format!("/account/tokens/{}/revoke", t.id), reach(&t.scope))).collect();
-    let page = views::AccountPage {
-        chrome: reply.chrome(flash),
-        username: account.username.as_str().to_owned(),
-        email: account.email.as_str().to_owned(),
-        current_password_error: view.current_password_error,
-        new_password_error: view.new_password_error,
-        password_hint: password_hint(),
-        tokens: rows,
-        new_token: view.new_token.map(|secret| views::NewToken { secret, netrc: None, push: None }),
-        form: view.form,
-        confirm: view.confirm,
-    };
-    reply.page(view.status, &page)
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        let loaded = async {
+            let account = services.account(&login.principal).await?;
+            let caches = services.my_caches(&login.principal).await?;
+            let tokens = live_tokens(services, &login.principal, is_personal).await?;
+            Ok::<_, ServiceError>((account, caches, tokens))
+        };
+        let (account, caches, tokens) = loaded.await.map_err(|error| request.reply().failure(error))?;
+        let reach = |scope: &TokenScope| match scope {
+            TokenScope::Personal { caches: domain::CacheLimit::Only(ids), .. } => {
+                let names: Vec<&str> = caches.iter().filter(|c| ids.contains(&c.id)).map(|c| c.name.as_str()).collect();
+                Some(if names.is_empty() { "none".to_owned() } else { names.join(", ") })
+            }
+            _ => None,
+        };
+        let rows = tokens.iter().map(|t| token_row(t, format!("/account/tokens/{}/revoke", t.id), reach(&t.scope))).collect();
+        let page = views::AccountPage {
+            chrome: reply.chrome(flash),
+            username: account.username.as_str().to_owned(),
+            email: account.email.as_str().to_owned(),
+            current_password_error: view.current_password_error,
+            new_password_error: view.new_password_error,
+            password_hint: password_hint(),
+            tokens: rows,
+            new_token: view.new_token.map(|secret| views::NewToken { secret, netrc: None, push: None }),
+            form: view.form,
+            confirm: view.confirm,
+        };
+        Ok(reply.page(view.status, &page))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1354,100 +1316,108 @@ struct PasswordForm {
 
 async fn change_password(req: HttpRequest, (services, settings, _): Deps, form: web::Form<PasswordForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    if let Err(message) = NewPassword::parse(&form.new_password, &login.username) {
-        let view = AccountView { new_password_error: Some(message), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
-        return show_account(&request, &services, None, view).await;
-    }
-    match services.change_password(&login.principal, &form.current_password, &form.new_password).await {
-        Ok(()) => redirect("/account?done=password-changed"),
-        Err(ServiceError::Unauthorized(_) | ServiceError::Forbidden { .. }) => {
-            let view = AccountView {
-                current_password_error: Some("This is not your current password.".into()),
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                ..Default::default()
-            };
-            show_account(&request, &services, None, view).await
-        }
-        Err(ServiceError::BadRequest(message)) => {
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        if let Err(message) = NewPassword::parse(&form.new_password, &login.username) {
             let view = AccountView { new_password_error: Some(message), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
-            show_account(&request, &services, None, view).await
+            return Ok(show_account(&request, &services, None, view).await);
         }
-        Err(error) => request.reply().failure(error),
-    }
+        Ok(match services.change_password(&login.principal, &form.current_password, &form.new_password).await {
+            Ok(()) => redirect("/account?done=password-changed"),
+            Err(ServiceError::Unauthorized(_) | ServiceError::Forbidden { .. }) => {
+                let view = AccountView {
+                    current_password_error: Some("This is not your current password.".into()),
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    ..Default::default()
+                };
+                show_account(&request, &services, None, view).await
+            }
+            Err(ServiceError::BadRequest(message)) => {
+                let view =
+                    AccountView { new_password_error: Some(message), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
+                show_account(&request, &services, None, view).await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 async fn create_personal_token(req: HttpRequest, (services, settings, _): Deps, form: web::Form<TokenFormData>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let (permission, expires_in) = match form.parse() {
-        Ok(parsed) => parsed,
-        Err(shown) => {
-            let view = AccountView { form: shown, status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
-            return show_account(&request, &services, None, view).await;
-        }
-    };
-    let token_request =
-        TokenRequest { target: TokenTarget::Personal(Vec::new()), permission, expires_in, description: form.description.trim().to_owned() };
-    match services.create_token_for(&login.principal, token_request).await {
-        Ok(created) => show_account(&request, &services, None, AccountView { new_token: Some(created.secret), ..Default::default() }).await,
-        Err(ServiceError::BadRequest(message)) => {
-            let view = AccountView { form: form.redisplay(Some(message)), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
-            show_account(&request, &services, None, view).await
-        }
-        Err(error) => request.reply().failure(error),
-    }
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        let (permission, expires_in) = match form.parse() {
+            Ok(parsed) => parsed,
+            Err(shown) => {
+                let view = AccountView { form: shown, status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
+                return Ok(show_account(&request, &services, None, view).await);
+            }
+        };
+        let token_request = TokenRequest {
+            target: TokenTarget::Personal(Vec::new()),
+            permission,
+            expires_in,
+            description: form.description.trim().to_owned(),
+        };
+        Ok(match services.create_token_for(&login.principal, token_request).await {
+            Ok(created) => {
+                show_account(&request, &services, None, AccountView { new_token: Some(created.secret), ..Default::default() }).await
+            }
+            Err(ServiceError::BadRequest(message)) => {
+                let view =
+                    AccountView { form: form.redisplay(Some(message)), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
+                show_account(&request, &services, None, view).await
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
 
 async fn confirm_revoke_personal_token(req: HttpRequest, (services, settings, _): Deps, id: web::Path<String>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let reply = request.reply();
-    let login = match request.login() {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    match live_tokens(&services, &login.principal, is_personal).await {
-        Ok(tokens) => revoke_confirmation(&reply, &tokens, &id, format!("/account/tokens/{id}/revoke"), "/account".into()),
-        Err(error) => reply.failure(error),
-    }
+    answer(async {
+        let reply = request.reply();
+        let login = request.login()?;
+        Ok(match live_tokens(&services, &login.principal, is_personal).await {
+            Ok(tokens) => revoke_confirmation(&reply, &tokens, &id, format!("/account/tokens/{id}/revoke"), "/account".into()),
+            Err(error) => reply.failure(error),
+        })
+    })
+    .await
 }
 
 async fn revoke_personal_token(req: HttpRequest, (services, settings, _): Deps, id: web::Path<String>, form: web::Form<CsrfOnly>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    revoke(&request, &services, login, &id, is_personal, "/account").await
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        Ok(revoke(&request, &services, login, &id, is_personal, "/account").await)
+    })
+    .await
 }
 
 async fn delete_account(req: HttpRequest, (services, settings, _): Deps, form: web::Form<ConfirmForm>) -> Page {
     let request = Request::open(&req, &services, &settings).await;
-    let login = match request.form_login(&form.csrf) {
-        Ok(login) => login,
-        Err(page) => return page,
-    };
-    let typed = form.confirm.trim();
-    if typed != login.username {
-        let view = AccountView {
-            confirm: views::Field::with_error(typed, format!("type “{}” to delete your account", login.username)),
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            ..Default::default()
-        };
-        return show_account(&request, &services, None, view).await;
-    }
-    match services.delete_account(&login.principal, typed).await {
-        Ok(()) => {
-            let mut response = redirect("/");
-            let _ = response.add_cookie(&settings.cookies.removal(SESSION_COOKIE));
-            response
+    answer(async {
+        let login = request.form_login(&form.csrf)?;
+        let typed = form.confirm.trim();
+        if typed != login.username {
+            let view = AccountView {
+                confirm: views::Field::with_error(typed, format!("type “{}” to delete your account", login.username)),
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                ..Default::default()
+            };
+            return Ok(show_account(&request, &services, None, view).await);
         }
-        Err(error) => request.reply().failure(error),
-    }
+        Ok(match services.delete_account(&login.principal, typed).await {
+            Ok(()) => {
+                let mut response = redirect("/");
+                let _ = response.add_cookie(&settings.cookies.removal(SESSION_COOKIE));
+                response
+            }
+            Err(error) => request.reply().failure(error),
+        })
+    })
+    .await
 }
