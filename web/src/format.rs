@@ -39,7 +39,7 @@ mod tests {
     #[test]
     fn times_are_utc_minutes() {
         assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
-        assert_eq!(timestamp(1_796_134_800), "2026-12-01 15:00 UTC");
+        assert_eq!(timestamp(1_796_137_200), "2026-12-01 15:00 UTC");
         assert_eq!(timestamp(-5), "–");
     }
 }

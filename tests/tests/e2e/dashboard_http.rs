@@ -21,6 +21,10 @@ on_both_backends!(
     a_referenced_path_is_not_deleted_alone,
     paths_are_paged_and_searchable,
     log_ins_are_rate_limited,
+    keys_rotate_retire_register_and_switch_mode,
+    settings_are_saved_and_a_cache_is_deleted_by_its_name,
+    account_password_personal_tokens_and_deletion,
+    snippets_name_the_cache_host_under_a_base_domain with with_base_domain,
 );
 
 /// A browser without a browser: a cookie jar and no redirect following.
@@ -420,4 +424,160 @@ async fn log_ins_are_rate_limited(server: &TestServer) {
     }
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+}
+
+fn with_base_domain(settings: &mut Settings) {
+    settings.base_domain = Some("larder.test".into());
+}
+
+/// The `code.public-key` values a page shows.
+fn public_keys(body: &str) -> Vec<String> {
+    body.split("<code class=\"public-key\">").skip(1).map(|rest| rest[..rest.find("</code>").unwrap()].to_owned()).collect()
+}
+
+async fn keys_rotate_retire_register_and_switch_mode(server: &TestServer) {
+    let alice = Browser::sign_up(server, "alice").await;
+    alice.create_cache("alice-cache", "public").await;
+    let keys = "/caches/alice-cache/keys";
+    let first = public_keys(&alice.get(keys).await.body);
+    assert_eq!(first.len(), 1);
+    assert!(!alice.get(keys).await.body.contains(">Retire<"), "the only active key cannot be retired");
+
+    let page = alice.submit(keys, &format!("{keys}/rotate"), &[]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/caches/alice-cache/keys?done=key-rotated"));
+    let both = public_keys(&alice.get("/caches/alice-cache").await.body);
+    assert_eq!(both.len(), 2, "both keys are trusted during the overlap");
+    let conf = between(&alice.get("/caches/alice-cache").await.body, "<pre id=\"snippet-nix-conf\" tabindex=\"0\">", "</pre>").to_owned();
+    assert!(conf.contains(&both[0]) && conf.contains(&both[1]), "{conf}");
+    let page = alice.submit(keys, &format!("{keys}/alice-cache-1/retire"), &[]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let active = public_keys(&alice.get("/caches/alice-cache").await.body);
+    assert_eq!(active.len(), 1);
+    assert!(active[0].starts_with("alice-cache-2:"), "{active:?}");
+
+    // Client-held: Larder's keys go, the owner's are registered (and a bad one is refused).
+    let page = alice.submit(keys, &format!("{keys}/mode"), &[("mode", "client")]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let shown = alice.get(keys).await.body;
+    assert!(shown.contains("client-held keys") && shown.contains("Register key"), "{shown}");
+    assert!(public_keys(&shown).is_empty(), "no server key is listed for a client-held cache: {shown}");
+    let page = alice.submit(keys, &format!("{keys}/register"), &[("public_key", "not-a-key")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"public_key-error\"") && page.body.contains("value=\"not-a-key\""), "{}", page.body);
+    let mine = larder_protocol::signing::SecretKey::generate("alice-laptop-1").unwrap().public_key().to_nix_string();
+    let page = alice.submit(keys, &format!("{keys}/register"), &[("public_key", &mine)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(public_keys(&alice.get("/caches/alice-cache").await.body), vec![mine.clone()]);
+    // The last active key stays (a cache without one could not be trusted); with a second,
+    // the first can go.
+    assert!(!alice.get(keys).await.body.contains(">Remove<"));
+    let refused = alice.submit(keys, &format!("{keys}/alice-laptop-1/retire"), &[]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("last active key"), "{}", refused.body);
+    let second = larder_protocol::signing::SecretKey::generate("alice-laptop-2").unwrap().public_key().to_nix_string();
+    let page = alice.submit(keys, &format!("{keys}/register"), &[("public_key", &second)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert!(alice.get(keys).await.body.contains(">Remove<"));
+    let page = alice.submit(keys, &format!("{keys}/alice-laptop-1/retire"), &[]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(public_keys(&alice.get("/caches/alice-cache").await.body), vec![second]);
+
+    // Back to server-held: a new key of Larder's signs.
+    let page = alice.submit(keys, &format!("{keys}/mode"), &[("mode", "server")]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let active = public_keys(&alice.get("/caches/alice-cache").await.body);
+    assert_eq!(active.len(), 1);
+    assert!(active[0].starts_with("alice-cache-3:"), "{active:?}");
+}
+
+async fn settings_are_saved_and_a_cache_is_deleted_by_its_name(server: &TestServer) {
+    let alice = Browser::sign_up(server, "alice").await;
+    alice.create_cache("alice-cache", "private").await;
+    let settings = "/caches/alice-cache/settings";
+    let page = alice.submit(settings, settings, &[("visibility", "public"), ("priority", "lots"), ("description", "x")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"priority-error\""), "{}", page.body);
+    let api = Api::anonymous(server).log_in("alice").await;
+    assert_eq!(api.get("/caches/alice-cache").await.1["public"], false, "nothing saved");
+    let page = alice.submit(settings, settings, &[("visibility", "public"), ("priority", "30"), ("description", "team builds")]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/caches/alice-cache/settings?done=settings-saved"));
+    let (_, info) = api.get("/caches/alice-cache").await;
+    assert_eq!((info["public"].clone(), info["priority"].clone()), (json!(true), json!(30)));
+    assert!(alice.get("/caches/alice-cache/settings?done=settings-saved").await.body.contains("Settings saved."));
+
+    let page = alice.submit(settings, "/caches/alice-cache/delete", &[("confirm", "alice-cach")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"confirm-error\""), "{}", page.body);
+    assert_eq!(alice.get("/caches/alice-cache").await.status, StatusCode::OK, "still there");
+    let page = alice.submit(settings, "/caches/alice-cache/delete", &[("confirm", "alice-cache")]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/caches?done=cache-deleted"));
+    assert_eq!(alice.get("/caches/alice-cache").await.status, StatusCode::NOT_FOUND);
+    assert!(alice.get("/caches").await.body.contains("No caches yet"));
+}
+
+async fn account_password_personal_tokens_and_deletion(server: &TestServer) {
+    let alice = Browser::sign_up(server, "alice").await;
+    let new_password = "a much longer passphrase";
+    let page = alice.submit("/account", "/account/password", &[("current_password", "wrong"), ("new_password", new_password)]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"current_password-error\""), "{}", page.body);
+    let page = alice.submit("/account", "/account/password", &[("current_password", PASSPHRASE), ("new_password", "aaaaaaaaaaaa")]).await;
+    assert!(page.body.contains("id=\"new_password-error\""), "a weak new password is refused: {}", page.body);
+    let page = alice.submit("/account", "/account/password", &[("current_password", PASSPHRASE), ("new_password", new_password)]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/account?done=password-changed"));
+    let other = Browser::new(server);
+    let page = other.submit("/login", "/login", &[("username", "alice"), ("password", new_password)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "the new password works");
+
+    // A personal token, shown once, works on the API until revoked.
+    let page =
+        alice.submit("/account", "/account/tokens", &[("permission", "admin"), ("description", "laptop cli"), ("expires", "90d")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let secret = between(&page.body, "<code id=\"new-token-secret\" class=\"secret\" tabindex=\"0\">", "</code>").to_owned();
+    let reloaded = alice.get("/account").await.body;
+    assert!(!reloaded.contains(&secret) && reloaded.contains("laptop cli"), "the secret is shown once only");
+    let token = Api::anonymous(server).with(&secret);
+    assert_eq!(token.get("/account").await.0, StatusCode::OK);
+    let id = between(&reloaded, "<tr data-token-id=\"", "\"").to_owned();
+    let revoke = format!("/account/tokens/{id}/revoke");
+    assert!(alice.get(&revoke).await.body.contains("Revoke token"));
+    let page = alice.submit(&revoke, &revoke, &[]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/account?done=token-revoked"));
+    assert_eq!(token.get("/account").await.0, StatusCode::UNAUTHORIZED);
+
+    // Deleting the account takes the typed username.
+    let page = alice.submit("/account", "/account/delete", &[("confirm", "bob")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(alice.get("/account").await.status, StatusCode::OK);
+    let page = alice.submit("/account", "/account/delete", &[("confirm", "alice")]).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/"));
+    let page = other.submit("/login", "/login", &[("username", "alice"), ("password", new_password)]).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "the account is gone");
+}
+
+async fn snippets_name_the_cache_host_under_a_base_domain(server: &TestServer) {
+    let alice = Browser::sign_up(server, "alice").await;
+    alice.create_cache("alice-cache", "private").await;
+    let port = server.base_url.rsplit(':').next().unwrap();
+    let body = alice.get("/caches/alice-cache").await.body;
+    let substituter = format!("http://alice-cache.larder.test:{port}");
+    assert_eq!(between(&body, "<code id=\"substituter\">", "</code>"), substituter);
+    assert!(between(&body, "<pre id=\"snippet-nix-conf\" tabindex=\"0\">", "</pre>")
+        .starts_with(&format!("extra-substituters = {substituter}\n")));
+    assert_eq!(
+        between(&body, "<pre id=\"snippet-netrc\" tabindex=\"0\">", "</pre>"),
+        "machine alice-cache.larder.test login larder password YOUR_TOKEN\n"
+    );
+    // And that host serves the cache (as the binary cache protocol, with a read token).
+    let read = alice.create_token("alice-cache", "read").await;
+    let info = server
+        .http
+        .get(format!("{}/nix-cache-info", server.base_url))
+        .header("host", format!("alice-cache.larder.test:{port}"))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), StatusCode::OK);
+    assert!(info.text().await.unwrap().contains("StoreDir: /nix/store"));
 }

@@ -1011,7 +1011,7 @@ async fn show_keys(
                 created: views::timestamp(k.created_at),
             })
             .collect();
-        let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+        let status = if error.is_some() || public_key.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
         let page = views::KeysPage {
             chrome: reply.chrome(flash),
             header: cache_header(&cache, views::CacheTab::Keys),
@@ -1332,9 +1332,10 @@ async fn change_password(req: HttpRequest, (services, settings, _): Deps, form: 
                 };
                 show_account(&request, &services, None, view).await
             }
+            // The new password passed its rule above: what is left is the current one.
             Err(ServiceError::BadRequest(message)) => {
                 let view =
-                    AccountView { new_password_error: Some(message), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
+                    AccountView { current_password_error: Some(message), status: StatusCode::UNPROCESSABLE_ENTITY, ..Default::default() };
                 show_account(&request, &services, None, view).await
             }
             Err(error) => request.reply().failure(error),
