@@ -30,7 +30,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
-venv="$repo/target/schemathesis-venv"
+# Cargo's target directory (CARGO_TARGET_DIR when set, as cargo itself reads it).
+target="${CARGO_TARGET_DIR:-$repo/target}"
+venv="$target/schemathesis-venv"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-20}"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
@@ -47,7 +49,7 @@ fi
 py="$venv/bin/python"
 command -v curl >/dev/null || die "curl is needed"
 
-server_bin="$repo/target/debug/larder-server"
+server_bin="$target/debug/larder-server"
 # Built unless the caller just did (scripts/test.sh sets SCHEMATHESIS_NO_BUILD=1), so
 # that a stale binary is never the one tested; a no-op when it is up to date.
 if [[ "${SCHEMATHESIS_NO_BUILD:-}" != 1 || ! -x "$server_bin" ]]; then

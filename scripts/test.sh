@@ -65,8 +65,9 @@ done
 [[ -n "$select_packages" ]] || cargo_args+=(--workspace)
 cargo_args+=("$@")
 
-# The CLI tests run the real larder-server binary; cargo test does not build it for them.
-build_args=(build -p larder-api --bins)
+# The e2e tests run the real larder-server and larder binaries; cargo test does not build
+# them for another package's tests.
+build_args=(build -p larder-api -p larder-cli --bins)
 [[ -f Cargo.lock ]] && build_args+=(--locked)
 say "cargo ${build_args[*]}"
 cargo "${build_args[@]}"

@@ -34,12 +34,21 @@ pub fn nix32_sha256(bytes: &[u8]) -> String {
 
 /// The `larder-server` binary of this build (scripts/test.sh builds it before the tests).
 pub fn server_binary() -> std::path::PathBuf {
+    built_binary("larder-server", "larder-api")
+}
+
+/// The `larder` CLI binary of this build (scripts/test.sh builds it before the tests).
+pub fn cli_binary() -> std::path::PathBuf {
+    built_binary("larder", "larder-cli")
+}
+
+fn built_binary(name: &str, package: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/larder-server
-    let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("larder-server");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let binary = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run the tests through `bash scripts/test.sh`, or `cargo build -p larder-api` first",
+        "{} is missing: run the tests through `bash scripts/test.sh`, or `cargo build -p {package}` first",
         binary.display()
     );
     binary

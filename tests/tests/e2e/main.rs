@@ -5,6 +5,7 @@ mod access;
 mod accounts;
 mod bad_input;
 mod cache_hosts;
+mod cli;
 mod dashboard;
 mod dashboard_http;
 mod gc;

@@ -1,0 +1,93 @@
+//! The REST API (`/api/v1`, see openapi.yaml), with the refusals users hit turned into
+//! what to do about them.
+
+use anyhow::{anyhow, bail, Context};
+use larder_api_types as api;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("larder/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        Ok(Self { http, server: server.to_owned(), token })
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<T> {
+        let url = format!("{}/api/v1{path}", self.server);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|error| unreachable_server(&self.server, &error))?;
+        let status = response.status();
+        let bytes = response.bytes().await.with_context(|| format!("reading the answer from {url}"))?;
+        if status.is_success() {
+            let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(body).with_context(|| format!("{url} answered something that is not Larder's JSON"));
+        }
+        let error: Option<api::ErrorBody> = serde_json::from_slice(&bytes).ok();
+        Err(refusal(status, error, self.token.is_some()))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> anyhow::Result<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, body: Option<&impl Serialize>) -> anyhow::Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, path, body).await.map(|_| ())
+    }
+
+    /// Whether the server answers at all (`/healthz`).
+    pub async fn check_reachable(&self) -> anyhow::Result<()> {
+        let url = format!("{}/healthz", self.server);
+        let response = self.http.get(&url).send().await.map_err(|error| unreachable_server(&self.server, &error))?;
+        if !response.status().is_success() {
+            bail!("{url} answered {}: is {} a Larder server?", response.status(), self.server);
+        }
+        Ok(())
+    }
+}
+
+fn unreachable_server(server: &str, error: &reqwest::Error) -> anyhow::Error {
+    anyhow!("cannot reach the server at {server} ({error}): check the URL (--server, LARDER_SERVER or `larder login`) and your network")
+}
+
+/// A refusal in words that say what to do.
+fn refusal(status: StatusCode, error: Option<api::ErrorBody>, had_token: bool) -> anyhow::Error {
+    let message = error.as_ref().map_or_else(|| status.to_string(), |e| e.message.clone());
+    match (status, error.as_ref().map(|e| e.error.as_str())) {
+        (StatusCode::UNAUTHORIZED, _) if !had_token => {
+            anyhow!("{message}\nLog in first: `larder login --server URL` (it reads the token from stdin), or set LARDER_TOKEN.")
+        }
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")) if message.contains("token refused") => {
+            anyhow!("{message}\nThe token has expired or was revoked: create a new one (dashboard or `larder token create`) and run `larder login` again.")
+        }
+        (StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND, _) if message.contains("cache not found") => {
+            anyhow!("{message}\nCheck the cache's name (`larder cache list`), and that your token is for it.")
+        }
+        (StatusCode::FORBIDDEN, _) => anyhow!("{message}\nUse a token with more permission (write to push, admin to manage the cache)."),
+        _ => anyhow!("{message} ({status})"),
+    }
+}

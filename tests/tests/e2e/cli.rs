@@ -1,0 +1,225 @@
+//! The `larder` CLI against a real server: `login` and `use`, then the real nix substitutes
+//! from a private cache with nothing but what `use` wrote; and the thin API commands.
+
+use std::path::{Path, PathBuf};
+
+use larder_tests::{cli_binary, on_both_backends, Api, Nix, TestServer};
+use serde_json::json;
+
+on_both_backends!(
+    use_makes_nix_substitute_from_a_private_cache_and_changes_nothing_the_second_time,
+    cache_token_and_key_commands_call_the_api,
+    errors_say_what_to_do,
+);
+
+/// A machine of its own: HOME, XDG dirs and the nix configuration directory.
+struct Machine {
+    root: PathBuf,
+}
+
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Machine {
+    fn new(server: &TestServer, name: &str) -> Self {
+        let root = server.dir.path().join(name);
+        for dir in ["home/.config", "nix-conf", "cache"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        Self { root }
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.root.join("nix-conf")
+    }
+
+    async fn larder(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(cli_binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("XDG_CONFIG_HOME", self.root.join("home/.config"))
+            .env("NIX_CONF_DIR", self.conf_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run larder");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let output = child.wait_with_output().await.unwrap();
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// `nix-store -r` into a fresh chroot store with only this machine's nix.conf (and
+    /// signatures required): no substituter or key is passed on the command line.
+    async fn substitute(&self, path: &str, store: &str) -> (bool, String, PathBuf) {
+        let store_root = self.root.join("stores").join(store);
+        let output = tokio::process::Command::new("nix-store")
+            .args(["--store", &format!("local?root={}", store_root.display()), "-r", path])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.root.join("home"))
+            .env("XDG_CACHE_HOME", self.root.join("cache").join(store))
+            .env("NIX_CONF_DIR", self.conf_dir())
+            .env("NIX_CONFIG", "require-sigs = true\nnarinfo-cache-negative-ttl = 0\n")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run nix-store");
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned(), store_root)
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The settings every nix of these tests needs, already in the machine's nix.conf (as an
+/// existing configuration `use` must keep).
+const BASE_CONF: &str = "# this machine's own settings\nexperimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\nmax-jobs = 3\n";
+const OTHER_NETRC: &str = "machine other.example login me password keep-me\n";
+
+async fn use_makes_nix_substitute_from_a_private_cache_and_changes_nothing_the_second_time(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("alice-private", false).await;
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "write"})).await;
+    let (_, read_token) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read"})).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &server.cache_url("alice-private"), &top], "").await.expect_success("nix copy --to larder");
+
+    let laptop = Machine::new(server, "laptop");
+    std::fs::write(laptop.conf_dir().join("nix.conf"), BASE_CONF).unwrap();
+    std::fs::write(laptop.conf_dir().join("netrc"), OTHER_NETRC).unwrap();
+    // Before `use`, nix has no way to the cache.
+    let (ok, _, _) = laptop.substitute(&top, "before").await;
+    assert!(!ok, "nothing to substitute from yet");
+
+    let login = laptop.larder(&["login", "--server", &server.base_url], Some(&format!("{read_token}\n"))).await;
+    assert!(login.success, "{}", login.stderr);
+    let config = laptop.root.join("home/.config/larder/config.toml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the config holds a token");
+    assert!(read(&config).contains(&read_token));
+
+    let used = laptop.larder(&["use", "alice-private"], None).await;
+    assert!(used.success, "{}", used.stderr);
+    let conf = read(&laptop.conf_dir().join("nix.conf"));
+    let info = Api::anonymous(server).with(&read_token).get("/caches/alice-private").await.1;
+    let key = info["public_keys"][0].as_str().unwrap();
+    assert_eq!(
+        conf,
+        format!("{BASE_CONF}extra-substituters = {}/alice-private\nextra-trusted-public-keys = {key}\n", server.base_url),
+        "added to what was there, nothing else touched"
+    );
+    let netrc = read(&laptop.conf_dir().join("netrc"));
+    assert_eq!(netrc, format!("{OTHER_NETRC}machine 127.0.0.1 login larder password {read_token}\n"));
+    let netrc_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(laptop.conf_dir().join("netrc")).unwrap().permissions());
+    assert_eq!(netrc_mode & 0o077, 0, "the netrc is private");
+
+    // A second run changes no byte.
+    let again = laptop.larder(&["use", "alice-private"], None).await;
+    assert!(again.success && again.stdout.contains("already has"), "{}", again.stdout);
+    assert_eq!(read(&laptop.conf_dir().join("nix.conf")), conf);
+    assert_eq!(read(&laptop.conf_dir().join("netrc")), netrc);
+
+    // The real nix substitutes the whole closure with only that, signatures required.
+    let (ok, stderr, store) = laptop.substitute(&top, "after").await;
+    assert!(ok, "nix-store -r with what `use` wrote failed:\n{stderr}");
+    for path in nix.closure(&top).await {
+        larder_tests::assert_same_tree(Path::new(&path), &store.join(path.trim_start_matches('/')));
+    }
+
+    // --nixos prints a module instead of writing.
+    let module = laptop.larder(&["use", "alice-private", "--nixos"], None).await;
+    assert!(module.success, "{}", module.stderr);
+    assert!(module.stdout.contains(&format!("extra-substituters = [ \"{}/alice-private\" ];", server.base_url)), "{}", module.stdout);
+    assert!(module.stdout.contains(key) && module.stdout.contains("netrc-file"), "{}", module.stdout);
+    assert_eq!(read(&laptop.conf_dir().join("nix.conf")), conf, "--nixos writes nothing");
+}
+
+async fn cache_token_and_key_commands_call_the_api(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    let (_, personal) = alice.token(json!({"kind": "personal", "permission": "admin"})).await;
+    let machine = Machine::new(server, "ci");
+    let login = machine.larder(&["login", "--server", &server.base_url, "--token", &personal], None).await;
+    assert!(login.success, "{}", login.stderr);
+
+    let created = machine.larder(&["cache", "create", "team", "--public", "--priority", "30"], None).await;
+    assert!(created.success, "{}", created.stderr);
+    assert!(created.stdout.contains(&format!("substituter: {}/team", server.base_url)), "{}", created.stdout);
+    let list = machine.larder(&["cache", "list"], None).await;
+    assert!(list.stdout.contains("team\tpublic\tpriority 30"), "{}", list.stdout);
+
+    let token = machine
+        .larder(&["token", "create", "--cache", "team", "--permission", "write", "--expires", "30d", "--description", "CI"], None)
+        .await;
+    assert!(token.success, "{}", token.stderr);
+    let secret = token.stdout.trim().to_owned();
+    let (status, _) = Api::anonymous(server).with(&secret).get("/caches/team").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "the printed secret is a working token");
+    let listed = machine.larder(&["token", "list"], None).await;
+    let id =
+        listed.stdout.lines().find(|l| l.contains("\tteam\tCI")).expect("the new token is listed").split('\t').next().unwrap().to_owned();
+    let revoked = machine.larder(&["token", "revoke", &id], None).await;
+    assert!(revoked.success, "{}", revoked.stderr);
+    assert_eq!(Api::anonymous(server).with(&secret).get("/caches/team").await.0, reqwest::StatusCode::UNAUTHORIZED);
+
+    let rotated = machine.larder(&["key", "rotate", "team"], None).await;
+    assert!(rotated.success && rotated.stdout.contains("team-2:"), "{}{}", rotated.stdout, rotated.stderr);
+    let retired = machine.larder(&["key", "retire", "team", "team-1"], None).await;
+    assert!(retired.success, "{}", retired.stderr);
+    let keys = machine.larder(&["key", "list", "team"], None).await;
+    assert!(keys.stdout.contains("team-1\tretired") && keys.stdout.contains("team-2\tactive"), "{}", keys.stdout);
+
+    let refused = machine.larder(&["cache", "delete", "team", "--confirm", "tea"], None).await;
+    assert!(!refused.success);
+    let deleted = machine.larder(&["cache", "delete", "team", "--confirm", "team"], None).await;
+    assert!(deleted.success, "{}", deleted.stderr);
+    assert!(machine.larder(&["cache", "list"], None).await.stdout.contains("No caches yet"));
+}
+
+async fn errors_say_what_to_do(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("alice-private", false).await;
+    let (read_id, read_token) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read"})).await;
+    let machine = Machine::new(server, "m");
+
+    let no_server = machine.larder(&["cache", "list"], None).await;
+    assert!(!no_server.success && no_server.stderr.contains("larder login --server"), "{}", no_server.stderr);
+
+    let unreachable = machine.larder(&["--server", "http://127.0.0.1:9", "cache", "list"], None).await;
+    assert!(!unreachable.success && unreachable.stderr.contains("cannot reach the server"), "{}", unreachable.stderr);
+
+    // Without a token, a private cache answers like a missing one: the hint says both.
+    let anonymous = machine.larder(&["--server", &server.base_url, "use", "alice-private"], None).await;
+    assert!(!anonymous.success && anonymous.stderr.contains("larder login"), "{}", anonymous.stderr);
+
+    let login = machine.larder(&["login", "--server", &server.base_url, "--token", &read_token], None).await;
+    assert!(login.success, "a cache token can log in: {}", login.stderr);
+    let missing = machine.larder(&["use", "no-such-cache"], None).await;
+    assert!(!missing.success && missing.stderr.contains("Check the cache's name"), "{}", missing.stderr);
+    let too_weak = machine.larder(&["key", "rotate", "alice-private"], None).await;
+    assert!(!too_weak.success && too_weak.stderr.contains("more permission"), "{}", too_weak.stderr);
+
+    alice.delete(&format!("/tokens/{read_id}"), None).await;
+    let revoked = machine.larder(&["use", "alice-private"], None).await;
+    assert!(!revoked.success && revoked.stderr.contains("expired or was revoked"), "{}", revoked.stderr);
+    let refused_login = Machine::new(server, "m2").larder(&["login", "--server", &server.base_url, "--token", &read_token], None).await;
+    assert!(!refused_login.success, "a revoked token is not saved");
+}
