@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     server: String,
@@ -59,6 +60,52 @@ impl Client {
         self.call::<serde_json::Value>(Method::DELETE, path, body).await.map(|_| ())
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Whether a binary-cache URL (a narinfo) exists: 200 yes, 404 no, anything else an error.
+    pub async fn exists(&self, url: &str) -> anyhow::Result<bool> {
+        let response = self.authorized(self.http.head(url)).send().await.map_err(|error| unreachable_server(&self.server, &error))?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(protocol_refusal(status, "", self.token.is_some())),
+        }
+    }
+
+    /// PUTs a small body to a binary-cache URL.
+    pub async fn put_text(&self, url: &str, content_type: &str, body: String) -> anyhow::Result<()> {
+        let request = self.authorized(self.http.put(url)).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        self.send_put(request).await
+    }
+
+    /// PUTs a file to a binary-cache URL, streamed from disk.
+    pub async fn put_file(&self, url: &str, content_type: &str, file: &std::path::Path, size: u64) -> anyhow::Result<()> {
+        let reader = tokio::fs::File::open(file).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024));
+        let request = self
+            .authorized(self.http.put(url))
+            .timeout(std::time::Duration::from_secs(3600))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body);
+        self.send_put(request).await
+    }
+
+    async fn send_put(&self, request: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        let response = request.send().await.map_err(|error| unreachable_server(&self.server, &error))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(protocol_refusal(status, text.trim(), self.token.is_some()))
+    }
+
     /// Whether the server answers at all (`/healthz`).
     pub async fn check_reachable(&self) -> anyhow::Result<()> {
         let url = format!("{}/healthz", self.server);
@@ -72,6 +119,17 @@ impl Client {
 
 fn unreachable_server(server: &str, error: &reqwest::Error) -> anyhow::Error {
     anyhow!("cannot reach the server at {server} ({error}): check the URL (--server, LARDER_SERVER or `larder login`) and your network")
+}
+
+/// A refusal on the binary cache protocol (short text bodies), in words that say what to do.
+fn protocol_refusal(status: StatusCode, body: &str, had_token: bool) -> anyhow::Error {
+    let said = if body.is_empty() { String::new() } else { format!(": {body}") };
+    match status {
+        StatusCode::UNAUTHORIZED if !had_token => anyhow!("the cache needs a token ({status}){said}\nRun `larder login` with a write token."),
+        StatusCode::UNAUTHORIZED => anyhow!("the token was refused ({status}){said}\nIt may have expired or been revoked, or be for another cache: create a new one and `larder login` again."),
+        StatusCode::FORBIDDEN => anyhow!("the token may not push ({status}){said}\nUse a token with write permission."),
+        _ => anyhow!("the server refused ({status}){said}"),
+    }
 }
 
 /// A refusal in words that say what to do.

@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod nixconf;
+mod push;
 
 use std::io::BufRead;
 use std::os::unix::fs::MetadataExt;
@@ -39,6 +40,27 @@ enum Command {
         /// Print a NixOS module (nix.settings) instead of writing files.
         #[arg(long)]
         nixos: bool,
+    },
+    /// Push store paths (and, unless --no-closure, everything they reference) to CACHE;
+    /// the paths are read from stdin when none are given (`nix-build | larder push CACHE`).
+    Push {
+        cache: String,
+        paths: Vec<String>,
+        #[arg(long)]
+        no_closure: bool,
+        /// NARs uploaded at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Push paths signed by an upstream cache too.
+        #[arg(long)]
+        no_filter_upstream: bool,
+        /// Key names of upstream caches whose paths are not pushed.
+        #[arg(long = "upstream", default_value = "cache.nixos.org-1")]
+        upstream_keys: Vec<String>,
+        /// Sign each path with this secret key (`nix key generate-secret`), as a cache with
+        /// client-held keys needs; else LARDER_SIGNING_KEY.
+        #[arg(long, env = "LARDER_SIGNING_KEY")]
+        signing_key: Option<std::path::PathBuf>,
     },
     /// Caches of your account.
     #[command(subcommand)]
@@ -131,6 +153,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login => log_in(cli.server, cli.token).await,
         Command::Use { cache, nixos } => use_cache(&connect(cli.server, cli.token)?, &cache, nixos).await,
+        Command::Push { cache, paths, no_closure, jobs, no_filter_upstream, upstream_keys, signing_key } => {
+            let signing_key = match signing_key {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading the signing key {}", file.display()))?;
+                    Some(
+                        larder_protocol::signing::SecretKey::parse(text.trim())
+                            .with_context(|| format!("{} is not a nix secret key", file.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let options = push::PushOptions {
+                closure: !no_closure,
+                jobs,
+                upstream_keys: if no_filter_upstream { Vec::new() } else { upstream_keys },
+                signing_key,
+            };
+            push::push(&connect(cli.server, cli.token)?, &cache, push::store_paths(paths)?, options).await
+        }
         Command::Cache(command) => cache_command(&connect(cli.server, cli.token)?, command).await,
         Command::Token(command) => token_command(&connect(cli.server, cli.token)?, command).await,
         Command::Key(command) => key_command(&connect(cli.server, cli.token)?, command).await,

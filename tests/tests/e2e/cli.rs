@@ -10,6 +10,8 @@ on_both_backends!(
     use_makes_nix_substitute_from_a_private_cache_and_changes_nothing_the_second_time,
     cache_token_and_key_commands_call_the_api,
     errors_say_what_to_do,
+    push_a_closure_then_substitute_it_and_push_again_for_nothing,
+    a_client_held_cache_takes_pushes_signed_with_the_key,
 );
 
 /// A machine of its own: HOME, XDG dirs and the nix configuration directory.
@@ -222,4 +224,60 @@ async fn errors_say_what_to_do(server: &TestServer) {
     assert!(!revoked.success && revoked.stderr.contains("expired or was revoked"), "{}", revoked.stderr);
     let refused_login = Machine::new(server, "m2").larder(&["login", "--server", &server.base_url, "--token", &read_token], None).await;
     assert!(!refused_login.success, "a revoked token is not saved");
+}
+
+async fn push_a_closure_then_substitute_it_and_push_again_for_nothing(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("alice-private", false).await;
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "write"})).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    let closure = nix.closure(&top).await;
+    let ci = Machine::new(server, "ci");
+    assert!(ci.larder(&["login", "--server", &server.base_url, "--token", &write], None).await.success);
+
+    // Only the top path, from stdin, without its closure: refused, naming what is missing.
+    let alone = ci.larder(&["push", "alice-private", "--no-closure"], Some(&format!("{top}\n"))).await;
+    assert!(!alone.success && alone.stderr.contains(&format!("publishing {top}")), "{}{}", alone.stdout, alone.stderr);
+
+    let pushed = ci.larder(&["push", "alice-private", "--jobs", "3"], Some(&format!("{top}\n"))).await;
+    assert!(pushed.success, "{}{}", pushed.stdout, pushed.stderr);
+    assert!(pushed.stdout.contains(&format!("{} pushed", closure.len())), "{}", pushed.stdout);
+    let again = ci.larder(&["push", "alice-private", &top], None).await;
+    assert!(again.success && again.stdout.contains(&format!("0 pushed (0.0 MiB), {} already", closure.len())), "{}", again.stdout);
+
+    // Every path substitutes with the cache's key required.
+    let info = alice.get("/caches/alice-private").await.1;
+    let key = info["public_keys"][0].as_str().unwrap().to_owned();
+    let (_, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read"})).await;
+    nix.use_token(Some(&read));
+    let (run, store) = nix.pull_verified(&server.cache_url("alice-private"), &top, &key, "pushed").await;
+    assert!(run.success, "{}", run.stderr);
+    for path in closure {
+        larder_tests::assert_same_tree(Path::new(&path), &store.join(path.trim_start_matches('/')));
+    }
+}
+
+async fn a_client_held_cache_takes_pushes_signed_with_the_key(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("alice-signed", true).await;
+    let key = larder_protocol::signing::SecretKey::generate("alice-laptop-1").unwrap();
+    let public = key.public_key().to_nix_string();
+    let (status, answer) = alice.put("/caches/alice-signed/signing-mode", json!({"mode": "client"})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    assert_eq!(alice.post("/caches/alice-signed/public-keys", json!({"public_key": public})).await.0, reqwest::StatusCode::CREATED);
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "alice-signed", "permission": "write"})).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    let ci = Machine::new(server, "ci");
+    assert!(ci.larder(&["login", "--server", &server.base_url, "--token", &write], None).await.success);
+
+    let unsigned = ci.larder(&["push", "alice-signed", &top], None).await;
+    assert!(!unsigned.success && unsigned.stderr.contains("signature"), "{}{}", unsigned.stdout, unsigned.stderr);
+    let key_file = ci.root.join("key.sec");
+    std::fs::write(&key_file, key.to_nix_string()).unwrap();
+    let signed = ci.larder(&["push", "alice-signed", &top, "--signing-key", key_file.to_str().unwrap()], None).await;
+    assert!(signed.success, "{}{}", signed.stdout, signed.stderr);
+    let (run, _) = nix.pull_verified(&server.cache_url("alice-signed"), &top, &public, "signed").await;
+    assert!(run.success, "{}", run.stderr);
 }
