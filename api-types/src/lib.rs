@@ -218,6 +218,22 @@ pub struct TokenCreated {
     pub secret: String,
 }
 
+// ---- pushing ----------------------------------------------------------------------------
+
+/// `POST /api/v1/caches/{cache}/missing-paths`: which of these the cache lacks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingPathsQuery {
+    /// Absolute store paths, at most 10,000.
+    pub store_paths: Vec<String>,
+}
+
+/// The answer: the asked paths the cache has no path for, in the order asked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingPaths {
+    pub missing: Vec<String>,
+}
+
 // ---- garbage collection, pins, paths, usage --------------------------------------------
 
 /// What a collection does when a cache's stored bytes exceed its quota.

@@ -67,16 +67,6 @@ impl Client {
         }
     }
 
-    /// Whether a binary-cache URL (a narinfo) exists: 200 yes, 404 no, anything else an error.
-    pub async fn exists(&self, url: &str) -> anyhow::Result<bool> {
-        let response = self.authorized(self.http.head(url)).send().await.map_err(|error| unreachable_server(&self.server, &error))?;
-        match response.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            status => Err(protocol_refusal(status, "", self.token.is_some())),
-        }
-    }
-
     /// PUTs a small body to a binary-cache URL.
     pub async fn put_text(&self, url: &str, content_type: &str, body: String) -> anyhow::Result<()> {
         let request = self.authorized(self.http.put(url)).header(reqwest::header::CONTENT_TYPE, content_type).body(body);

@@ -1,5 +1,5 @@
-//! `larder push`: a closure to a cache over the binary cache protocol, the NARs in
-//! parallel. Each NAR streams from `nix-store --dump` through zstd into a temporary file
+//! `larder push`: a closure to a cache, asking once which paths it lacks, then the NARs
+//! in parallel over the binary cache protocol. Each NAR streams from `nix-store --dump` through zstd into a temporary file
 //! (its hash names it in the URL), then up; a path's narinfo is sent only once every path
 //! it references is in the cache, so the server can publish it at once.
 
@@ -169,8 +169,7 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
     let (upstream, ours): (Vec<PathInfo>, Vec<PathInfo>) =
         infos.into_iter().partition(|p| p.signatures.iter().any(|s| options.upstream_keys.iter().any(|k| k == s.key_name())));
     let jobs = options.jobs.max(1);
-    let present = presence(client, &info.substituter, &ours, jobs * 4).await?;
-    let missing: Vec<PathInfo> = ours.into_iter().zip(present).filter(|(_, present)| !present).map(|(p, _)| p).collect();
+    let missing = missing_of(client, cache, ours).await?;
     let already = paths.len() - upstream.len() - missing.len();
 
     // The NARs, `jobs` at a time.
@@ -228,14 +227,15 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
     Ok(())
 }
 
-/// For each path, whether the cache has it (a narinfo HEAD each, `parallel` at a time).
-async fn presence(client: &Client, substituter: &str, paths: &[PathInfo], parallel: usize) -> anyhow::Result<Vec<bool>> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    stream::iter(paths.iter().map(|p| format!("{substituter}/{}.narinfo", p.path.hash())))
-        .map(|url| async move { client.exists(&url).await })
-        .buffered(parallel)
-        .try_collect()
-        .await
+/// The paths the cache lacks: one question per 10,000 paths.
+async fn missing_of(client: &Client, cache: &str, paths: Vec<PathInfo>) -> anyhow::Result<Vec<PathInfo>> {
+    let mut missing = BTreeSet::new();
+    for chunk in paths.chunks(10_000) {
+        let query = larder_api_types::MissingPathsQuery { store_paths: chunk.iter().map(|p| p.path.to_absolute()).collect() };
+        let answer: larder_api_types::MissingPaths = client.post(&format!("/caches/{cache}/missing-paths"), &query).await?;
+        missing.extend(answer.missing);
+    }
+    Ok(paths.into_iter().filter(|p| missing.contains(&p.path.to_absolute())).collect())
 }
 
 /// Dumps, compresses and uploads one NAR; a temporary file holds the compressed NAR

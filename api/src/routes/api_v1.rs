@@ -486,6 +486,25 @@ pub async fn delete_path(
     Ok(HttpResponse::Ok().json(api::DeletedPaths { deleted }))
 }
 
+/// Up to 10,000 absolute store paths fit in a body this large.
+const MAX_MISSING_PATHS_BODY: u64 = 2 * 1024 * 1024;
+
+/// Read by hand: its body may be larger than other JSON bodies.
+pub async fn missing_paths(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult {
+    let principal = services.authenticate(credentials.token()).await?;
+    let body = super::body::read_small(&req, payload, MAX_MISSING_PATHS_BODY).await?;
+    let query: api::MissingPathsQuery =
+        serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let missing = services.missing_paths(principal.as_ref(), &cache.0, &query.store_paths).await?;
+    Ok(HttpResponse::Ok().json(api::MissingPaths { missing }))
+}
+
 pub async fn cache_usage(services: web::Data<Services>, cache: CachePath, credentials: Credentials) -> ApiResult {
     let principal = services.authenticate(credentials.token()).await?;
     Ok(HttpResponse::Ok().json(api::Usage::from(services.usage(principal.as_ref(), &cache.0).await?)))

@@ -56,6 +56,7 @@ api_v1_routes! {
     delete "/caches/{cache}/pins/{name}" => delete_pin,
     delete "/caches/{cache}/paths/{hash}" => delete_path,
     get "/caches/{cache}/usage" => cache_usage,
+    post "/caches/{cache}/missing-paths" => missing_paths,
     get "/account/usage" => account_usage,
     get "/tokens" => list_tokens,
     post "/tokens" => create_token,

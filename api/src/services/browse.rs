@@ -1,7 +1,7 @@
 //! What the dashboard shows of a cache's contents: its paths, page by page, and one path
 //! in full. Read permission, as for substituting.
 
-use larder_protocol::store_path::StorePathHash;
+use larder_protocol::store_path::{StorePath, StorePathHash};
 
 use super::{ServiceError, ServiceResult, Services};
 use crate::domain::{CacheName, Permission, PublishedPath};
@@ -21,6 +21,9 @@ pub struct PathDetails {
     /// Which of its references this cache holds (the others are, e.g., on cache.nixos.org).
     pub held_references: Vec<StorePathHash>,
 }
+
+/// Most store paths one missing-paths question may name.
+pub const MAX_MISSING_PATHS_QUERY: usize = 10_000;
 
 /// Longest search text taken.
 const MAX_SEARCH: usize = 200;
@@ -48,6 +51,31 @@ impl Services {
         let has_more = paths.len() as i64 > per_page;
         paths.truncate(per_page as usize);
         Ok(PathPage { paths, has_more })
+    }
+
+    /// Which of `store_paths` the cache has no path for, in the order asked (what a pusher
+    /// asks once before uploading). Read permission, as for the narinfos it stands for.
+    pub async fn missing_paths(
+        &self,
+        principal: Option<&Principal>,
+        name: &CacheName,
+        store_paths: &[String],
+    ) -> ServiceResult<Vec<String>> {
+        let cache = self.authorize(name, principal, Permission::Read).await?;
+        if store_paths.len() > MAX_MISSING_PATHS_QUERY {
+            return Err(ServiceError::BadRequest(format!(
+                "{} store paths asked at once: the most is {MAX_MISSING_PATHS_QUERY}",
+                store_paths.len()
+            )));
+        }
+        let parsed: Vec<StorePath> = store_paths
+            .iter()
+            .map(|p| StorePath::parse(p).map_err(|e| ServiceError::BadRequest(format!("'{p}' is not a store path: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let hashes: Vec<&StorePathHash> = parsed.iter().map(StorePath::hash).collect();
+        let missing: std::collections::HashSet<&str> =
+            self.db().missing_paths(cache.id, &hashes).await?.into_iter().map(StorePathHash::as_str).collect();
+        Ok(parsed.iter().filter(|p| missing.contains(p.hash().as_str())).map(StorePath::to_absolute).collect())
     }
 
     pub async fn path_details(&self, principal: Option<&Principal>, name: &CacheName, hash: &StorePathHash) -> ServiceResult<PathDetails> {

@@ -13,6 +13,7 @@ mod isolation;
 mod keys;
 mod openapi;
 mod operator;
+mod push_api;
 mod redirects;
 mod security;
 mod staleness;

@@ -115,6 +115,7 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         (Method::DELETE, "/caches/other/pins/p".into(), None, StatusCode::UNAUTHORIZED),
         (Method::DELETE, "/caches/other/paths/00bgd045z0d4icpbc2yyz4gx48ak44la".into(), None, StatusCode::UNAUTHORIZED),
         (Method::GET, "/caches/other/usage".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::POST, "/caches/other/missing-paths".into(), Some(json!({"store_paths": []})), StatusCode::UNAUTHORIZED),
         // Its account's usage, of its caches only (checked below).
         (Method::GET, "/account/usage".into(), None, StatusCode::OK),
         (Method::GET, "/tokens".into(), None, StatusCode::OK),
@@ -138,6 +139,7 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         (Method::GET, "/caches/mine".into(), None, StatusCode::OK),
         (Method::PATCH, "/caches/mine".into(), Some(json!({"priority": 30})), StatusCode::OK),
         (Method::GET, "/caches/mine/keys".into(), None, StatusCode::OK),
+        (Method::POST, "/caches/mine/missing-paths".into(), Some(json!({"store_paths": []})), StatusCode::OK),
         (Method::POST, "/caches/mine/keys".into(), None, StatusCode::CREATED),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "cache", "cache": "mine", "permission": "write"})), StatusCode::CREATED),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "caches": ["mine"], "permission": "admin"})), StatusCode::CREATED),
