@@ -259,7 +259,9 @@ async fn compress_nar(path: &str, into: &PathBuf) -> anyhow::Result<()> {
         .spawn()
         .context("running nix-store --dump")?;
     let mut stdout = dump.stdout.take().expect("piped");
-    let mut encoder = ZstdEncoder::new(tokio::fs::File::create(into).await?);
+    // Buffered: each write to a tokio File is a hop to a blocking thread.
+    let file = tokio::io::BufWriter::with_capacity(1024 * 1024, tokio::fs::File::create(into).await?);
+    let mut encoder = ZstdEncoder::new(file);
     tokio::io::copy(&mut stdout, &mut encoder).await?;
     encoder.shutdown().await?;
     let output = dump.wait_with_output().await?;
