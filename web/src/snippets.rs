@@ -4,6 +4,9 @@
 
 /// What the snippets depend on.
 pub struct SnippetInput<'a> {
+    /// The server's URL, e.g. `https://larder.example.com` (for the `larder` CLI).
+    pub server: &'a str,
+    pub cache: &'a str,
     /// The substituter URL, e.g. `https://larder.example.com/mycache`.
     pub substituter: &'a str,
     /// The host name nix matches netrc entries against (the port is ignored by nix).
@@ -25,6 +28,8 @@ pub struct SetupSnippets {
     /// Only for private caches: public ones need no credentials to substitute.
     pub netrc: Option<String>,
     pub push: String,
+    /// The same with the `larder` CLI.
+    pub larder_push: String,
     pub offline: String,
 }
 
@@ -46,7 +51,9 @@ impl SetupSnippets {
             "{{\n  # Used as is by trusted users (trusted-users in nix.conf); others are asked,\n  # or need accept-flake-config = true.\n  nixConfig = {{\n    extra-substituters = [ \"{url}\" ];\n    extra-trusted-public-keys = [ {quoted_keys} ];\n  }};\n}}\n"
         );
         let netrc = (!input.public).then(|| netrc_line(input.netrc_host, TOKEN_PLACEHOLDER));
-        Self { nix_conf, nixos, flake, netrc, push: push_command(url, input.client_signing), offline: OFFLINE.to_owned() }
+        let signing = if input.client_signing { " --signing-key /path/to/your-key.sec" } else { "" };
+        let larder_push = format!("larder login --server {}\nlarder push {}{signing} ./result\n", input.server, input.cache);
+        Self { nix_conf, nixos, flake, netrc, push: push_command(url, input.client_signing), larder_push, offline: OFFLINE.to_owned() }
     }
 }
 
@@ -76,6 +83,8 @@ mod tests {
         static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         let keys = KEYS.get_or_init(|| vec!["team-1:AAAA".to_owned(), "team-2:BBBB".to_owned()]);
         SnippetInput {
+            server: "https://larder.example.com",
+            cache: "team",
             substituter: "https://larder.example.com/team",
             netrc_host: "larder.example.com",
             public_keys: keys,
@@ -102,6 +111,14 @@ mod tests {
         let snippets = SetupSnippets::new(&input(false));
         assert_eq!(snippets.netrc.as_deref(), Some("machine larder.example.com login larder password YOUR_TOKEN\n"));
         assert!(snippets.nixos.contains("netrc-file = \"/etc/nix/netrc\";"));
+    }
+
+    #[test]
+    fn the_cli_logs_in_to_the_server_and_pushes_to_the_cache() {
+        let snippets = SetupSnippets::new(&input(false));
+        assert_eq!(snippets.larder_push, "larder login --server https://larder.example.com\nlarder push team ./result\n");
+        let signed = SetupSnippets::new(&SnippetInput { client_signing: true, ..input(false) });
+        assert!(signed.larder_push.contains("larder push team --signing-key "));
     }
 
     #[test]

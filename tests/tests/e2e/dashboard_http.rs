@@ -568,6 +568,11 @@ async fn snippets_name_the_cache_host_under_a_base_domain(server: &TestServer) {
         between(&body, "<pre id=\"snippet-netrc\" tabindex=\"0\">", "</pre>"),
         "machine alice-cache.larder.test login larder password YOUR_TOKEN\n"
     );
+    // The CLI logs in to the server itself (its API), not to the cache host.
+    assert_eq!(
+        between(&body, "<pre id=\"snippet-larder-push\" tabindex=\"0\">", "</pre>"),
+        format!("larder login --server {}\nlarder push alice-cache ./result\n", server.base_url)
+    );
     // And that host serves the cache (as the binary cache protocol, with a read token).
     let read = alice.create_token("alice-cache", "read").await;
     let info = server

@@ -582,7 +582,10 @@ async fn cache_page(req: HttpRequest, (services, settings, public_url): Deps, na
         let public_keys: Vec<String> = keys.iter().map(|k| k.to_nix_string()).collect();
         let (substituter, netrc_host) = substituter_of(&cache.name, &req, &public_url, &settings);
         let client_signing = cache.signing_mode == domain::SigningMode::Client;
+        let server = public_url.base(&req);
         let snippets = views::SetupSnippets::new(&views::SnippetInput {
+            server: &server,
+            cache: cache.name.as_str(),
             substituter: &substituter,
             netrc_host: &netrc_host,
             public_keys: &public_keys,
