@@ -47,8 +47,17 @@ async fn push(server: &TestServer, nix: &Nix, cache: &str, top: &str) {
     nix.use_token(None);
 }
 
+/// One collection, once no other runs: the server's own background work (the reclaim after
+/// a cache is destroyed, a soft-quota eviction) holds the one-collector lock for a moment.
 async fn collect(server: &TestServer) -> Collection {
-    server.services().collect_garbage(None, false).await.expect("collection runs").expect("no other collector")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(collection) = server.services().collect_garbage(None, false).await.expect("collection runs") {
+            return collection;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "another collector held the lock for 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Collects, then lets the release grace period pass and collects again, so that what the
