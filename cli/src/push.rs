@@ -132,6 +132,28 @@ fn store_paths_free_signatures(info: &serde_json::Value) -> Vec<Signature> {
     info["signatures"].as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(|s| Signature::parse(s.as_str()?).ok()).collect()
 }
 
+/// Splits off the paths an upstream cache has (signed by one of `upstream_keys`) that no
+/// path to push refers to. Larder publishes a path only with every path it references, so
+/// an upstream path that a pushed path needs is pushed too.
+fn split_upstream(infos: Vec<PathInfo>, upstream_keys: &[String]) -> (Vec<PathInfo>, Vec<PathInfo>) {
+    let is_upstream = |p: &PathInfo| p.signatures.iter().any(|s| upstream_keys.iter().any(|k| k == s.key_name()));
+    let index: BTreeMap<String, usize> = infos.iter().enumerate().map(|(i, p)| (p.path.hash().as_str().to_owned(), i)).collect();
+    let mut needed: Vec<bool> = infos.iter().map(|p| !is_upstream(p)).collect();
+    let mut frontier: Vec<usize> = (0..infos.len()).filter(|&i| needed[i]).collect();
+    while let Some(i) = frontier.pop() {
+        for reference in &infos[i].references {
+            if let Some(&j) = index.get(reference.hash().as_str()) {
+                if !needed[j] {
+                    needed[j] = true;
+                    frontier.push(j);
+                }
+            }
+        }
+    }
+    let (ours, upstream): (Vec<_>, Vec<_>) = infos.into_iter().zip(needed).partition(|(_, needed)| *needed);
+    (upstream.into_iter().map(|(p, _)| p).collect(), ours.into_iter().map(|(p, _)| p).collect())
+}
+
 /// Paths in an order where every path comes after the paths it references.
 fn references_first(infos: &[PathInfo]) -> Vec<usize> {
     let index: BTreeMap<&str, usize> = infos.iter().enumerate().map(|(i, p)| (p.path.hash().as_str(), i)).collect();
@@ -166,8 +188,7 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
         paths
     };
     let infos = path_infos(&paths).await?;
-    let (upstream, ours): (Vec<PathInfo>, Vec<PathInfo>) =
-        infos.into_iter().partition(|p| p.signatures.iter().any(|s| options.upstream_keys.iter().any(|k| k == s.key_name())));
+    let (upstream, ours) = split_upstream(infos, &options.upstream_keys);
     let jobs = options.jobs.max(1);
     let missing = missing_of(client, cache, ours).await?;
     let already = paths.len() - upstream.len() - missing.len();
@@ -302,6 +323,21 @@ mod tests {
             signatures: Vec::new(),
             ca: None,
         }
+    }
+
+    #[test]
+    fn upstream_paths_a_pushed_path_needs_are_pushed() {
+        let key = SecretKey::generate("upstream-1").unwrap();
+        let signed = |mut p: PathInfo| {
+            p.signatures.push(key.sign(b"x"));
+            p
+        };
+        // c (ours) → b (upstream) → a (upstream); d (upstream) is needed by nothing.
+        let infos = vec![info("c", &["b"]), signed(info("b", &["a"])), signed(info("a", &[])), signed(info("d", &[]))];
+        let (skipped, pushed) = split_upstream(infos, &["upstream-1".to_owned()]);
+        let names = |v: &[PathInfo]| v.iter().map(|p| p.path.base_name()[33..].to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&skipped), ["d"]);
+        assert_eq!(names(&pushed), ["c", "b", "a"]);
     }
 
     #[test]
