@@ -113,7 +113,7 @@ async fn path_infos(paths: &[String]) -> anyhow::Result<Vec<PathInfo>> {
                 nar_size: info["narSize"].as_u64().context("path-info without narSize")?,
                 references: store_paths("references")?,
                 deriver: text("deriver").map(|d| parse_path(&d)).transpose()?,
-                signatures: store_paths_free_signatures(&info),
+                signatures: signatures_of(&info),
                 ca: text("ca"),
             })
         })
@@ -128,7 +128,7 @@ fn parse_path(path: &str) -> anyhow::Result<StorePath> {
     }
 }
 
-fn store_paths_free_signatures(info: &serde_json::Value) -> Vec<Signature> {
+fn signatures_of(info: &serde_json::Value) -> Vec<Signature> {
     info["signatures"].as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(|s| Signature::parse(s.as_str()?).ok()).collect()
 }
 

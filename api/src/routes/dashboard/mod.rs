@@ -318,7 +318,7 @@ async fn sign_up(req: HttpRequest, (services, settings, _): Deps, form: web::For
     let mut form_error = None;
     if username.error.is_none() && email.error.is_none() && password_error.is_none() {
         match services.sign_up(&username.value, &email.value, &form.password).await {
-            Ok(_) => return start_session(&req, &services, &settings, &username.value, &form.password, "/caches?done=welcome").await,
+            Ok(_) => return start_session(&req, &request, &services, &username.value, &form.password, "/caches?done=welcome").await,
             Err(ServiceError::Conflict(message)) if message.contains("username") => {
                 username.error = Some(format!("“{}” is already taken: choose another username", username.value))
             }
@@ -357,20 +357,13 @@ async fn log_in(req: HttpRequest, (services, settings, _): Deps, form: web::Form
     if !request.visitor.csrf_matches(&form.csrf) {
         return request.reply().form_expired();
     }
-    start_session(&req, &services, &settings, form.username.trim(), &form.password, "/caches").await
+    start_session(&req, &request, &services, form.username.trim(), &form.password, "/caches").await
 }
 
 /// Logs in and sends the browser on with a new session cookie (never the one it came
 /// with: the session id is renewed at every log-in).
-async fn start_session(
-    req: &HttpRequest,
-    services: &Services,
-    settings: &DashboardSettings,
-    username: &str,
-    password: &str,
-    then: &str,
-) -> Page {
-    let request = Request::open(req, services, settings).await;
+async fn start_session(req: &HttpRequest, request: &Request, services: &Services, username: &str, password: &str, then: &str) -> Page {
+    let settings = &request.settings;
     let reply = request.reply();
     let client = req.peer_addr().map(|a| a.ip());
     match services.log_in(username, password, client).await {
@@ -830,7 +823,7 @@ async fn show_tokens(
         let tokens = live_tokens(services, &login.principal, |scope| *scope == TokenScope::Cache(cache.id))
             .await
             .map_err(|error| request.reply().failure(error))?;
-        let (substituter, host) = substituter_of(&cache.name, req, public_url, &settings_of(request));
+        let (substituter, host) = substituter_of(&cache.name, req, public_url, &request.settings);
         let new_token = new_token.map(|(secret, permission)| views::NewToken {
             netrc: Some(views::netrc_line(&host, &secret)),
             push: permission
@@ -849,10 +842,6 @@ async fn show_tokens(
         Ok(reply.page(status, &page))
     })
     .await
-}
-
-fn settings_of(request: &Request) -> DashboardSettings {
-    request.settings.clone()
 }
 
 async fn create_cache_token(
