@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use larder_api::storage::{ByteRange, FsStorage, Object, S3Storage, Storage};
+use larder_api::storage::{ByteRange, FsStorage, Object, S3Storage, Storage, StoredPart};
 use larder_tests::backends::{files_below, TestBucket};
 
 const MIB: usize = 1024 * 1024;
@@ -111,6 +111,8 @@ on_both_storage_backends!(
     small_and_empty_objects,
     health_check_passes,
     stale_uploads_are_removed,
+    assemblies_join_parts_sent_in_any_order,
+    aborted_assemblies_and_parts_leave_nothing,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -235,11 +237,11 @@ async fn stale_uploads_are_removed(b: &Backend) {
     let left = b.leftovers().await;
     assert_eq!(left.len(), 1, "{left:?}");
 
-    assert_eq!(b.storage.remove_stale_uploads(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(b.storage.remove_stale_uploads(Duration::from_secs(3600), Duration::from_secs(3600)).await.unwrap(), 0);
     assert_eq!(b.leftovers().await, left, "a recent upload was removed");
     // S3 dates uploads to the second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(b.storage.remove_stale_uploads(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(b.storage.remove_stale_uploads(Duration::ZERO, Duration::ZERO).await.unwrap(), 1);
     assert_eq!(b.leftovers().await, Vec::<String>::new());
 }
 
@@ -356,5 +358,67 @@ async fn rejects_escaping_keys(b: &Backend) {
         assert!(b.storage.size(key).await.is_err(), "size {key:?}");
         assert!(b.storage.delete(key).await.is_err(), "delete {key:?}");
     }
+    assert_eq!(b.leftovers().await, Vec::<String>::new());
+}
+
+/// Sends `data` as part `number` of an assembly; returns it as stored.
+async fn send_part(b: &Backend, key: &str, assembly: &str, number: u32, data: &[u8]) -> StoredPart {
+    let mut part = b.storage.begin_part(key, assembly, number).await.unwrap();
+    for chunk in data.chunks(MIB) {
+        part.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    StoredPart { number, tag: part.commit().await.unwrap() }
+}
+
+async fn assemblies_join_parts_sent_in_any_order(b: &Backend) {
+    let key = "nar/assembled.nar";
+    let data = pseudo_random(12 * MIB + 17, 3);
+    let pieces: Vec<&[u8]> = data.chunks(5 * MIB).collect();
+    let assembly = b.storage.begin_parts(key).await.unwrap();
+    // 3, then a wrong 1, then 2, then 1 again (the re-sent part replaces the first copy).
+    let third = send_part(b, key, &assembly, 3, pieces[2]).await;
+    send_part(b, key, &assembly, 1, &pseudo_random(5 * MIB, 99)).await;
+    let second = send_part(b, key, &assembly, 2, pieces[1]).await;
+    // A part cut short (aborted) leaves the copy before it.
+    let mut cut = b.storage.begin_part(key, &assembly, 2).await.unwrap();
+    cut.write(Bytes::from_static(b"half")).await.unwrap();
+    cut.abort().await.unwrap();
+    let first = send_part(b, key, &assembly, 1, pieces[0]).await;
+    assert!(b.storage.size(key).await.unwrap().is_none(), "visible before completion");
+    b.storage.complete_parts(key, &assembly, &[first, second, third]).await.unwrap();
+    assert_same(&get_all(b, key).await.unwrap(), &data, key);
+    assert_eq!(b.leftovers().await, vec![key.to_owned()], "only the object remains");
+
+    // One part alone is the whole object.
+    let key = "nar/one-part.nar";
+    let data = pseudo_random(MIB + 1, 4);
+    let assembly = b.storage.begin_parts(key).await.unwrap();
+    let only = send_part(b, key, &assembly, 1, &data).await;
+    b.storage.complete_parts(key, &assembly, &[only]).await.unwrap();
+    assert_same(&get_all(b, key).await.unwrap(), &data, key);
+    assert_eq!(b.leftovers().await.len(), 2);
+}
+
+async fn aborted_assemblies_and_parts_leave_nothing(b: &Backend) {
+    let key = "nar/abandoned.nar";
+    let assembly = b.storage.begin_parts(key).await.unwrap();
+    send_part(b, key, &assembly, 1, &pseudo_random(5 * MIB, 5)).await;
+    send_part(b, key, &assembly, 2, b"tail").await;
+    // A dropped part upload leaves nothing of itself.
+    let mut dropped = b.storage.begin_part(key, &assembly, 3).await.unwrap();
+    dropped.write(Bytes::from_static(b"dropped")).await.unwrap();
+    drop(dropped);
+    assert!(!b.leftovers().await.is_empty() || b.is_fs(), "S3 holds the multipart upload");
+    b.storage.abort_parts(key, &assembly).await.unwrap();
+    b.storage.abort_parts(key, &assembly).await.unwrap();
+    assert_eq!(b.leftovers().await, Vec::<String>::new(), "abort leaves nothing");
+    assert!(b.storage.size(key).await.unwrap().is_none());
+
+    // An assembly nobody completes or aborts is swept once older than its age.
+    let assembly = b.storage.begin_parts(key).await.unwrap();
+    send_part(b, key, &assembly, 1, b"forgotten").await;
+    assert_eq!(b.storage.remove_stale_uploads(Duration::ZERO, Duration::from_secs(3600)).await.unwrap(), 0, "young assemblies stay");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(b.storage.remove_stale_uploads(Duration::ZERO, Duration::ZERO).await.unwrap(), 1);
     assert_eq!(b.leftovers().await, Vec::<String>::new());
 }

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -15,10 +16,12 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
-use super::{ByteRange, Object, Storage, Upload};
+use super::{ByteRange, Object, PartUpload, Storage, StoredPart, Upload};
 
 /// Directory holding in-progress uploads, relative to the root. Keys may not start with it.
 const TMP_DIR: &str = ".tmp";
+/// Directory of assemblies' parts, inside [`TMP_DIR`]: `parts/<assembly>/<number>`.
+const PARTS_DIR: &str = "parts";
 /// Buffer size for buffering writes.
 const IO_BUFFER: usize = 64 * 1024;
 /// Read size when streaming an object out: large reads mean few syscalls and few body
@@ -48,6 +51,29 @@ impl FsStorage {
 
     fn temp_path(&self) -> PathBuf {
         self.tmp.join(format!("{}.part", uuid::Uuid::new_v4()))
+    }
+
+    /// The directory of an assembly's parts; its id is ours (hex), checked all the same.
+    fn assembly_dir(&self, assembly: &str) -> anyhow::Result<PathBuf> {
+        if assembly.is_empty() || !assembly.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("invalid assembly id {assembly:?}");
+        }
+        Ok(self.tmp.join(PARTS_DIR).join(assembly))
+    }
+
+    /// An upload into `target`, through a temporary file renamed over it on commit.
+    async fn upload_to(&self, key: &str, target: PathBuf) -> anyhow::Result<FsUpload> {
+        let temp = self.temp_path();
+        let file = File::create(&temp).await.with_context(|| format!("creating temporary file for {key}"))?;
+        Ok(FsUpload {
+            key: key.to_owned(),
+            root: self.root.clone(),
+            target,
+            temp,
+            file: Some(BufWriter::with_capacity(IO_BUFFER, file)),
+            written: 0,
+            failed: false,
+        })
     }
 }
 
@@ -84,17 +110,58 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Storage for FsStorage {
     async fn begin_upload(&self, key: &str) -> anyhow::Result<Box<dyn Upload>> {
         let target = self.path_for(key)?;
-        let temp = self.temp_path();
-        let file = File::create(&temp).await.with_context(|| format!("creating temporary file for {key}"))?;
-        Ok(Box::new(FsUpload {
-            key: key.to_owned(),
-            root: self.root.clone(),
-            target,
-            temp,
-            file: Some(BufWriter::with_capacity(IO_BUFFER, file)),
-            written: 0,
-            failed: false,
-        }))
+        Ok(Box::new(self.upload_to(key, target).await?))
+    }
+
+    async fn begin_parts(&self, key: &str) -> anyhow::Result<String> {
+        self.path_for(key)?;
+        let assembly = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.assembly_dir(&assembly)?;
+        fs::create_dir_all(&dir).await.with_context(|| format!("creating the parts directory of {key}"))?;
+        Ok(assembly)
+    }
+
+    async fn begin_part(&self, key: &str, assembly: &str, number: u32) -> anyhow::Result<Box<dyn PartUpload>> {
+        let dir = self.assembly_dir(assembly)?;
+        if !fs::try_exists(&dir).await? {
+            bail!("no assembly {assembly} for {key}");
+        }
+        Ok(Box::new(self.upload_to(&format!("{key} part {number}"), dir.join(number.to_string())).await?))
+    }
+
+    async fn complete_parts(&self, key: &str, assembly: &str, parts: &[StoredPart]) -> anyhow::Result<()> {
+        let dir = self.assembly_dir(assembly)?;
+        let target = self.path_for(key)?;
+        if let [only] = parts {
+            // One part is the whole object already (complete and fsynced): moved into place
+            // in one rename, not copied.
+            move_into_place(&self.root, &dir.join(only.number.to_string()), &target, key).await?;
+        } else {
+            let mut upload = self.upload_to(key, target).await?;
+            for part in parts {
+                let path = dir.join(part.number.to_string());
+                let mut file = File::open(&path).await.with_context(|| format!("opening part {} of {key}", part.number))?;
+                let mut buffer = vec![0; READ_CHUNK];
+                loop {
+                    let read = file.read(&mut buffer).await.with_context(|| format!("reading part {} of {key}", part.number))?;
+                    if read == 0 {
+                        break;
+                    }
+                    Upload::write(&mut upload, Bytes::copy_from_slice(&buffer[..read])).await?;
+                }
+            }
+            Upload::commit(Box::new(upload)).await?;
+        }
+        self.abort_parts(key, assembly).await
+    }
+
+    async fn abort_parts(&self, key: &str, assembly: &str) -> anyhow::Result<()> {
+        let dir = self.assembly_dir(assembly)?;
+        match fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the parts of {key}")),
+        }
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> anyhow::Result<Option<Object>> {
@@ -156,9 +223,9 @@ impl Storage for FsStorage {
         Ok(())
     }
 
-    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize> {
+    async fn remove_stale_uploads(&self, older_than: Duration, assemblies_older_than: Duration) -> anyhow::Result<usize> {
+        let mut removed = self.remove_stale_assemblies(assemblies_older_than).await?;
         let mut entries = fs::read_dir(&self.tmp).await.with_context(|| format!("listing {}", self.tmp.display()))?;
-        let mut removed = 0;
         while let Some(entry) = entries.next_entry().await? {
             let path = entry.path();
             if path.extension().is_none_or(|ext| ext != "part") {
@@ -170,6 +237,31 @@ impl Storage for FsStorage {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl FsStorage {
+    /// Assemblies whose directory has not changed for `older_than` (no part arrived):
+    /// their session expired, or its record was lost in a crash.
+    async fn remove_stale_assemblies(&self, older_than: Duration) -> anyhow::Result<usize> {
+        let parts = self.tmp.join(PARTS_DIR);
+        let mut entries = match fs::read_dir(&parts).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", parts.display())),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            let Ok(modified) = entry.metadata().await.and_then(|m| m.modified()) else { continue };
+            if modified.elapsed().is_ok_and(|age| age > older_than) {
+                match fs::remove_dir_all(entry.path()).await {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("removing {}", entry.path().display())),
                 }
             }
         }
@@ -196,30 +288,41 @@ impl FsUpload {
         file.flush().await.with_context(|| format!("flushing upload of {key}"))?;
         file.get_ref().sync_all().await.with_context(|| format!("fsyncing upload of {key}"))?;
         drop(file);
+        self.finish_renamed().await
+    }
 
-        let parent = self.target.parent().unwrap_or(&self.root).to_path_buf();
-        let created_parent = match fs::metadata(&parent).await {
-            Ok(meta) if meta.is_dir() => false,
-            _ => {
-                fs::create_dir_all(&parent).await.with_context(|| format!("creating directory for {key}"))?;
-                true
-            }
-        };
-        fs::rename(&self.temp, &self.target).await.with_context(|| format!("moving upload of {key} into place"))?;
-        sync_dir(&parent).await.with_context(|| format!("fsyncing directory of {key}"))?;
-        if created_parent {
-            // New directories must themselves be durable in their parents, up to the root.
-            let mut dir = parent.parent();
-            while let Some(d) = dir {
-                sync_dir(d).await.with_context(|| format!("fsyncing directory {}", d.display()))?;
-                if d == self.root {
-                    break;
-                }
-                dir = d.parent();
-            }
-        }
+    /// Moves the temporary file, complete and durable, into place.
+    async fn finish_renamed(&mut self) -> anyhow::Result<u64> {
+        move_into_place(&self.root, &self.temp, &self.target, &self.key).await?;
         Ok(self.written)
     }
+}
+
+/// Renames a complete, fsynced file to `target` under `root`, creating its directory, and
+/// makes the rename (and any new directory) durable.
+async fn move_into_place(root: &Path, from: &Path, target: &Path, key: &str) -> anyhow::Result<()> {
+    let parent = target.parent().unwrap_or(root).to_path_buf();
+    let created_parent = match fs::metadata(&parent).await {
+        Ok(meta) if meta.is_dir() => false,
+        _ => {
+            fs::create_dir_all(&parent).await.with_context(|| format!("creating directory for {key}"))?;
+            true
+        }
+    };
+    fs::rename(from, target).await.with_context(|| format!("moving upload of {key} into place"))?;
+    sync_dir(&parent).await.with_context(|| format!("fsyncing directory of {key}"))?;
+    if created_parent {
+        // New directories must themselves be durable in their parents, up to the root.
+        let mut dir = parent.parent();
+        while let Some(d) = dir {
+            sync_dir(d).await.with_context(|| format!("fsyncing directory {}", d.display()))?;
+            if d == root {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -256,6 +359,22 @@ impl Upload for FsUpload {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PartUpload for FsUpload {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        Upload::write(self, chunk).await
+    }
+
+    async fn commit(self: Box<Self>) -> anyhow::Result<String> {
+        Upload::commit(self).await?;
+        Ok(String::new())
+    }
+
+    async fn abort(self: Box<Self>) -> anyhow::Result<()> {
+        Upload::abort(self).await
     }
 }
 

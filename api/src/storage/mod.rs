@@ -9,6 +9,7 @@ mod s3;
 
 use std::io;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,14 +60,31 @@ pub trait Storage: Send + Sync + 'static {
     async fn health_check(&self) -> anyhow::Result<()>;
 
     /// Removes what uploads interrupted by a crash left behind (temporary files, unfinished
-    /// multipart uploads) untouched for longer than `older_than`; returns how many.
-    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize>;
+    /// multipart uploads) untouched for longer than `older_than`, and assemblies (whose
+    /// sessions live longer) untouched for longer than `assemblies_older_than`; returns how many.
+    async fn remove_stale_uploads(&self, older_than: Duration, assemblies_older_than: Duration) -> anyhow::Result<usize>;
 
     /// A URL the client may fetch the object from directly (for a while), if this storage
     /// is set to hand those out; `None` streams it through the server.
     async fn download_url(&self, _key: &str) -> anyhow::Result<Option<String>> {
         Ok(None)
     }
+
+    /// Starts an object assembled from numbered parts that arrive separately, in any order
+    /// (an upload session's NAR); returns the storage's id of it. Nothing appears under
+    /// `key` until [`Storage::complete_parts`].
+    async fn begin_parts(&self, key: &str) -> anyhow::Result<String>;
+
+    /// Starts writing part `number` (1-based) of an assembly; committing it replaces an
+    /// earlier copy of that part, aborting it (or a failed write) leaves the earlier copy.
+    async fn begin_part(&self, key: &str, assembly: &str, number: u32) -> anyhow::Result<Box<dyn PartUpload>>;
+
+    /// Makes the object under `key` the concatenation of `parts`, in the order given, and
+    /// lets go of the parts.
+    async fn complete_parts(&self, key: &str, assembly: &str, parts: &[StoredPart]) -> anyhow::Result<()>;
+
+    /// Discards an assembly and its parts; discarding one already gone succeeds.
+    async fn abort_parts(&self, key: &str, assembly: &str) -> anyhow::Result<()>;
 
     /// Stores a small object in one go (listings, build logs).
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
@@ -84,5 +102,22 @@ pub trait Upload: Send {
     /// returns the number of bytes stored.
     async fn commit(self: Box<Self>) -> anyhow::Result<u64>;
     /// Discards what was written. Also what happens, best effort, when an upload is dropped.
+    async fn abort(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// A part of an assembly, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPart {
+    pub number: u32,
+    /// What the storage needs to assemble it (S3's ETag; empty for the filesystem).
+    pub tag: String,
+}
+
+#[async_trait]
+pub trait PartUpload: Send {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()>;
+    /// Keeps the part (replacing an earlier copy); returns its tag for [`StoredPart`].
+    async fn commit(self: Box<Self>) -> anyhow::Result<String>;
+    /// Discards what was written. Also what happens, best effort, when it is dropped.
     async fn abort(self: Box<Self>) -> anyhow::Result<()>;
 }

@@ -11,7 +11,7 @@ use std::io;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -19,7 +19,7 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 
-use super::{ByteRange, ByteStream, Object, Storage, Upload};
+use super::{ByteRange, ByteStream, Object, PartUpload, Storage, StoredPart, Upload};
 
 /// Size of each multipart part, and the threshold above which an upload goes multipart.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -127,6 +127,52 @@ impl Storage for S3Storage {
         }))
     }
 
+    async fn begin_parts(&self, key: &str) -> anyhow::Result<String> {
+        create_multipart_upload(&self.client, &self.bucket, key).await
+    }
+
+    async fn begin_part(&self, key: &str, assembly: &str, number: u32) -> anyhow::Result<Box<dyn PartUpload>> {
+        if number == 0 || number > MAX_PARTS as u32 {
+            bail!("S3 part number {number} of {key} outside 1..={MAX_PARTS}");
+        }
+        // Spooled to a local file first: UploadPart needs the length up front and a body it
+        // can re-send on retry, and a part cut short must never reach the bucket.
+        let spool = tempfile::NamedTempFile::new().context("creating a spool file for an S3 part")?.into_temp_path();
+        let file = tokio::fs::File::create(&spool).await.context("opening the spool file of an S3 part")?;
+        Ok(Box::new(S3PartUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: assembly.to_owned(),
+            number: number as i32,
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            spool,
+            failed: false,
+        }))
+    }
+
+    async fn complete_parts(&self, key: &str, assembly: &str, parts: &[StoredPart]) -> anyhow::Result<()> {
+        let parts = parts.iter().map(|part| CompletedPart::builder().part_number(part.number as i32).e_tag(&part.tag).build()).collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(assembly)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .with_context(|| format!("S3 CompleteMultipartUpload of {key}"))?;
+        Ok(())
+    }
+
+    async fn abort_parts(&self, key: &str, assembly: &str) -> anyhow::Result<()> {
+        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(assembly).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("NoSuchUpload") || is_http_not_found(&err) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("S3 AbortMultipartUpload of {key}")),
+        }
+    }
+
     async fn get(&self, key: &str, range: Option<ByteRange>) -> anyhow::Result<Option<Object>> {
         let mut request = self.client.get_object().bucket(&self.bucket).key(key);
         if let Some(range) = range {
@@ -189,9 +235,14 @@ impl Storage for S3Storage {
     }
 
     /// Aborts multipart uploads begun more than `older_than` ago (S3 tells when an upload
-    /// began, not when its last part came, so callers pass a generous age).
-    async fn remove_stale_uploads(&self, older_than: std::time::Duration) -> anyhow::Result<usize> {
-        let cutoff = std::time::SystemTime::now() - older_than;
+    /// began, not when its last part came, so callers pass a generous age); an upload
+    /// session's assembly is one of them, so the older of the two ages applies to all.
+    async fn remove_stale_uploads(
+        &self,
+        older_than: std::time::Duration,
+        assemblies_older_than: std::time::Duration,
+    ) -> anyhow::Result<usize> {
+        let cutoff = std::time::SystemTime::now() - older_than.max(assemblies_older_than);
         let mut removed = 0;
         let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
         loop {
@@ -232,6 +283,18 @@ impl Storage for S3Storage {
     }
 }
 
+/// Starts a multipart upload of `key`; returns its id.
+async fn create_multipart_upload(client: &Client, bucket: &str, key: &str) -> anyhow::Result<String> {
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("S3 CreateMultipartUpload of {key}"))?;
+    Ok(created.upload_id().with_context(|| format!("S3 CreateMultipartUpload of {key}: no upload id"))?.to_owned())
+}
+
 /// An open multipart upload: its id and the parts sent so far.
 struct Multipart {
     upload_id: String,
@@ -257,15 +320,7 @@ impl S3Upload {
     async fn send_part(&mut self, part: Bytes) -> anyhow::Result<()> {
         let key = &self.key;
         if self.multipart.is_none() {
-            let created = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .with_context(|| format!("S3 CreateMultipartUpload of {key}"))?;
-            let upload_id = created.upload_id().with_context(|| format!("S3 CreateMultipartUpload of {key}: no upload id"))?.to_owned();
+            let upload_id = create_multipart_upload(&self.client, &self.bucket, key).await?;
             self.multipart = Some(Multipart { upload_id, parts: Vec::new() });
         }
         let multipart = self.multipart.as_mut().expect("multipart upload just started");
@@ -433,6 +488,63 @@ impl Drop for S3Upload {
                 );
             }
         });
+    }
+}
+
+/// One part of an assembly, spooled to a local file until it is complete.
+struct S3PartUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    number: i32,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    /// Removed when dropped, whatever happened.
+    spool: tempfile::TempPath,
+    failed: bool,
+}
+
+#[async_trait]
+impl PartUpload for S3PartUpload {
+    async fn write(&mut self, chunk: Bytes) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if self.failed {
+            bail!("S3 part {} of {}: an earlier write failed", self.number, self.key);
+        }
+        let result = self.file.write_all(&chunk).await;
+        self.failed = result.is_err();
+        result.with_context(|| format!("spooling S3 part {} of {}", self.number, self.key))
+    }
+
+    async fn commit(mut self: Box<Self>) -> anyhow::Result<String> {
+        use tokio::io::AsyncWriteExt;
+        if self.failed {
+            bail!("S3 part {} of {}: not sent, an earlier write failed", self.number, self.key);
+        }
+        self.file.flush().await.with_context(|| format!("spooling S3 part {} of {}", self.number, self.key))?;
+        let body =
+            SdkByteStream::from_path(&self.spool).await.with_context(|| format!("reading spooled part {} of {}", self.number, self.key))?;
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(self.number)
+            .body(body)
+            .customize()
+            // A body read from a file would otherwise go as aws-chunked with a trailing
+            // checksum, whose signature S3-compatible engines (Garage) refuse.
+            .config_override(aws_sdk_s3::config::Builder::new().request_checksum_calculation(RequestChecksumCalculation::WhenRequired))
+            .send()
+            .await
+            .with_context(|| format!("S3 UploadPart {} of {}", self.number, self.key))?;
+        uploaded.e_tag().map(str::to_owned).with_context(|| format!("S3 UploadPart {} of {}: no ETag", self.number, self.key))
+    }
+
+    async fn abort(self: Box<Self>) -> anyhow::Result<()> {
+        // Nothing reached the bucket; dropping removes the spool file.
+        Ok(())
     }
 }
 
