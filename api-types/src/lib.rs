@@ -116,6 +116,16 @@ pub struct CacheChanges {
     pub public: Option<bool>,
     pub priority: Option<i64>,
     pub description: Option<String>,
+    /// How NARs pushed through upload sessions are stored.
+    pub compression: Option<NarEncoding>,
+}
+
+/// How a NAR travels in an upload session, and how a cache stores those it compresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NarEncoding {
+    None,
+    Zstd,
 }
 
 /// `GET /api/v1/caches/{cache}`: what a client needs to configure itself.
@@ -124,6 +134,9 @@ pub struct CacheInfo {
     pub name: String,
     pub public: bool,
     pub priority: i64,
+    /// How the cache stores NARs pushed through upload sessions: send them so, and the
+    /// server stores the bytes as sent.
+    pub compression: NarEncoding,
     /// For `trusted-public-keys`, in Nix's `name:base64` form.
     pub public_keys: Vec<String>,
     /// What to put in `substituters` (and `nix copy --to`).
@@ -232,6 +245,72 @@ pub struct MissingPathsQuery {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MissingPaths {
     pub missing: Vec<String>,
+}
+
+/// `POST /api/v1/caches/{cache}/uploads`: one path to push, as `nix path-info` knows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpload {
+    /// Absolute store path.
+    pub store_path: String,
+    /// `sha256:` and the hash of the uncompressed NAR, nix32 or hex (as nix prints it).
+    pub nar_hash: String,
+    pub nar_size: u64,
+    /// Absolute store paths; the path itself may be among them.
+    #[serde(default)]
+    pub references: Vec<String>,
+    #[serde(default)]
+    pub deriver: Option<String>,
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// `name:base64` signatures (kept for caches with client-held keys).
+    #[serde(default)]
+    pub signatures: Vec<String>,
+    /// How the parts will arrive (default: none, the plain NAR).
+    #[serde(default)]
+    pub wire_compression: Option<NarEncoding>,
+    /// The length of every part but the last; the server's default (and upper bound) when absent.
+    #[serde(default)]
+    pub part_size: Option<u64>,
+}
+
+/// The answer to a new upload: nothing to send, or a session to send the NAR into.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum UploadAnswer {
+    /// The cache has this path already.
+    Present { store_path: String },
+    /// Send the parts, then complete.
+    Open(UploadSession),
+}
+
+/// An upload session (`GET /api/v1/caches/{cache}/uploads/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadSession {
+    pub id: String,
+    pub store_path: String,
+    pub wire_compression: NarEncoding,
+    pub part_size: u64,
+    /// Unix seconds; an abandoned session and its parts are reclaimed then.
+    pub expires_at: i64,
+    /// The parts the server holds, by number.
+    pub parts: Vec<UploadedPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedPart {
+    pub number: u32,
+    pub size: u64,
+}
+
+/// `POST …/uploads/{id}/complete`: the path is published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompletedUpload {
+    pub store_path: String,
+    /// `nar/…`, as the narinfo's URL.
+    pub url: String,
+    pub file_size: u64,
+    pub nar_size: u64,
 }
 
 // ---- garbage collection, pins, paths, usage --------------------------------------------

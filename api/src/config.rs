@@ -44,6 +44,9 @@ pub struct Settings {
     pub max_listing_size: u64,
     /// Uploads (NARs, build logs) one token may have in flight at once; more get 429.
     pub max_uploads_per_token: u32,
+    /// Largest part of an upload session, in bytes (`larder push` sends parts this long):
+    /// keep it below the body limit of any proxy in front of the server.
+    pub max_part_size: u64,
     /// Seconds a client may pause while sending a request body before the request is
     /// answered 408 and the connection closed.
     pub body_timeout_secs: u64,
@@ -99,6 +102,7 @@ struct RawSettings {
     max_small_upload: u64,
     max_listing_size: u64,
     max_uploads_per_token: u32,
+    max_part_size: u64,
     body_timeout_secs: u64,
     min_body_rate: u64,
     staleness_secs: u64,
@@ -138,6 +142,7 @@ impl Default for RawSettings {
             max_small_upload: 64 << 20,
             max_listing_size: larder_protocol::nar::DEFAULT_MAX_LISTING_SIZE as u64,
             max_uploads_per_token: 32,
+            max_part_size: 64 << 20,
             body_timeout_secs: 30,
             min_body_rate: 1024,
             staleness_secs: 5,
@@ -198,6 +203,9 @@ impl TryFrom<RawSettings> for Settings {
         if raw.max_nar_size == 0 || raw.max_small_upload == 0 {
             bail!("invalid configuration: max_nar_size and max_small_upload must be positive");
         }
+        if raw.max_part_size < crate::services::MIN_PART_SIZE {
+            bail!("invalid configuration: max_part_size must be at least {} bytes (S3's smallest part)", crate::services::MIN_PART_SIZE);
+        }
         if raw.max_uploads_per_token == 0 || raw.body_timeout_secs == 0 {
             bail!("invalid configuration: max_uploads_per_token and body_timeout_secs must be positive");
         }
@@ -220,6 +228,7 @@ impl TryFrom<RawSettings> for Settings {
             max_small_upload: raw.max_small_upload,
             max_listing_size: raw.max_listing_size,
             max_uploads_per_token: raw.max_uploads_per_token,
+            max_part_size: raw.max_part_size,
             body_timeout_secs: raw.body_timeout_secs,
             min_body_rate: raw.min_body_rate,
             staleness_secs: raw.staleness_secs,

@@ -53,6 +53,7 @@ pub async fn build_services(settings: &Settings) -> anyhow::Result<Services> {
         max_small_upload: settings.max_small_upload,
         max_listing_size: usize::try_from(settings.max_listing_size).unwrap_or(usize::MAX),
         max_uploads_per_token: settings.max_uploads_per_token,
+        max_part_size: settings.max_part_size,
         staleness: Duration::from_secs(settings.staleness_secs),
         default_priority: settings.default_priority,
     };
@@ -155,7 +156,9 @@ async fn remove_stale_uploads(services: &Services, settings: &Settings) {
         StorageSettings::Fs { .. } => Duration::from_secs((4 * settings.body_timeout_secs).max(15 * 60)),
         StorageSettings::S3(_) => Duration::from_secs((4 * settings.body_timeout_secs).max(24 * 3600)),
     };
-    match services.storage().remove_stale_uploads(older_than).await {
+    // Upload sessions' parts wait for their pusher until the session expires.
+    let sessions = Duration::from_secs(settings.pending_upload_expiry_secs);
+    match services.storage().remove_stale_uploads(older_than, sessions).await {
         Ok(0) => {}
         Ok(removed) => tracing::info!(removed, "removed what interrupted uploads left behind"),
         Err(error) => tracing::warn!(error = ?error, "could not remove what interrupted uploads left behind"),

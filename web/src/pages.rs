@@ -274,6 +274,8 @@ pub struct SettingsPage {
     pub chrome: Chrome,
     pub header: CacheHeader,
     pub public: bool,
+    /// NARs pushed with `larder push` are stored zstd-compressed (else uncompressed).
+    pub compressed: bool,
     pub priority: Field,
     pub description: Field,
     pub form_error: Option<String>,

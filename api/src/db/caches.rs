@@ -5,7 +5,7 @@ use larder_protocol::signing::PublicKey;
 use sqlx::FromRow;
 
 use super::{now, Database};
-use crate::domain::{AccountId, Cache, CacheId, CacheName, GcPolicy, QuotaMode, SealedSecret, SigningKey, SigningMode};
+use crate::domain::{AccountId, Cache, CacheId, CacheName, GcPolicy, NarEncoding, QuotaMode, SealedSecret, SigningKey, SigningMode};
 
 #[derive(FromRow)]
 struct CacheRow {
@@ -20,6 +20,7 @@ struct CacheRow {
     keep_days: Option<i64>,
     quota_bytes: Option<i64>,
     quota_mode: String,
+    compression: String,
 }
 
 impl TryFrom<CacheRow> for Cache {
@@ -41,6 +42,7 @@ impl TryFrom<CacheRow> for Cache {
                 quota_bytes: row.quota_bytes.map(u64::try_from).transpose().map_err(|_| corrupt("quota_bytes"))?,
                 quota_mode: QuotaMode::parse(&row.quota_mode).ok_or_else(|| corrupt("quota_mode"))?,
             },
+            compression: NarEncoding::parse(&row.compression).ok_or_else(|| corrupt("compression"))?,
         })
     }
 }
@@ -98,7 +100,7 @@ pub struct NewCache<'a> {
 const KEY_COLUMNS: &str = "id, key_name, public_key, encrypted_secret, master_key_id, active, created_at";
 
 const CACHE_COLUMNS: &str =
-    "id, name, is_public, priority, signing_mode, created_at, owner_id, description, keep_days, quota_bytes, quota_mode";
+    "id, name, is_public, priority, signing_mode, created_at, owner_id, description, keep_days, quota_bytes, quota_mode, compression";
 
 fn caches(rows: Vec<CacheRow>) -> anyhow::Result<Vec<Cache>> {
     rows.into_iter().map(Cache::try_from).collect()
@@ -167,12 +169,14 @@ impl Database {
         )
     }
 
-    pub async fn update_cache(&self, id: CacheId, public: bool, priority: i64, description: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE caches SET is_public = $2, priority = $3, description = $4 WHERE id = $1")
-            .bind(id.0)
-            .bind(i64::from(public))
-            .bind(priority)
-            .bind(description)
+    /// Writes the settings a cache's admin may change (`PATCH /api/v1/caches/{cache}`).
+    pub async fn update_cache(&self, cache: &Cache) -> anyhow::Result<()> {
+        sqlx::query("UPDATE caches SET is_public = $2, priority = $3, description = $4, compression = $5 WHERE id = $1")
+            .bind(cache.id.0)
+            .bind(i64::from(cache.public))
+            .bind(cache.priority)
+            .bind(&cache.description)
+            .bind(cache.compression.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -8,6 +8,7 @@ mod caches;
 mod gc;
 mod nars;
 mod tokens;
+mod uploads;
 
 use std::time::Duration;
 

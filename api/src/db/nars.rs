@@ -62,21 +62,10 @@ impl TryFrom<PathRow> for PublishedPath {
         Ok(PublishedPath {
             id: PathId(row.path_id),
             store_path: StorePath::parse(&row.store_path).map_err(|_| corrupt("store path"))?,
-            references: row
-                .refs
-                .split_whitespace()
-                .map(StorePath::from_base_name)
-                .collect::<Result<_, _>>()
-                .map_err(|_| corrupt("reference"))?,
+            references: split_references(&row.refs).map_err(|_| corrupt("reference"))?,
             deriver: row.deriver.as_deref().map(StorePath::from_base_name).transpose().map_err(|_| corrupt("deriver"))?,
             ca: row.ca,
-            signatures: row
-                .sigs
-                .lines()
-                .filter(|s| !s.is_empty())
-                .map(Signature::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|_| corrupt("signature"))?,
+            signatures: split_signatures(&row.sigs).map_err(|_| corrupt("signature"))?,
             nar: row.nar.try_into()?,
         })
     }
@@ -106,11 +95,21 @@ async fn attach(conn: &mut sqlx::AnyConnection, cache: CacheId, nar: NarId, now:
     Ok(result.rows_affected() > 0)
 }
 
-fn joined_references(references: &[StorePath]) -> String {
+/// The `refs` column back into store paths.
+pub(super) fn split_references(refs: &str) -> Result<Vec<StorePath>, larder_protocol::Error> {
+    refs.split_whitespace().map(StorePath::from_base_name).collect()
+}
+
+/// The `sigs` column back into signatures.
+pub(super) fn split_signatures(sigs: &str) -> Result<Vec<Signature>, larder_protocol::Error> {
+    sigs.lines().filter(|s| !s.is_empty()).map(Signature::parse).collect()
+}
+
+pub(super) fn joined_references(references: &[StorePath]) -> String {
     references.iter().map(StorePath::base_name).collect::<Vec<_>>().join(" ")
 }
 
-fn joined_signatures(signatures: &[Signature]) -> String {
+pub(super) fn joined_signatures(signatures: &[Signature]) -> String {
     signatures.iter().map(Signature::to_nix_string).collect::<Vec<_>>().join("\n")
 }
 

@@ -11,6 +11,6 @@ pub use cache_name::CacheName;
 pub use ids::{AccountId, CacheId, NarId, PathId, TokenId};
 pub use permission::Permission;
 pub use records::{
-    Account, Cache, CacheLimit, GcPolicy, Nar, NewNar, NewPath, PinRevision, PublishedPath, QuotaMode, SealedSecret, SigningKey,
-    SigningMode, Token, TokenKind, TokenScope,
+    Account, Cache, CacheLimit, GcPolicy, Nar, NarEncoding, NewNar, NewPath, PinRevision, PublishedPath, QuotaMode, SealedSecret,
+    SigningKey, SigningMode, Token, TokenKind, TokenScope, UploadPart, UploadSession,
 };

@@ -57,6 +57,8 @@ pub struct Cache {
     pub description: String,
     pub created_at: i64,
     pub gc: GcPolicy,
+    /// How NARs pushed through upload sessions are stored (the stock client chooses its own).
+    pub compression: NarEncoding,
 }
 
 /// What a cache keeps: paths used within `keep_days` (all, for `None`) and at most
@@ -267,4 +269,63 @@ pub struct NewPath<'a> {
     pub deriver: Option<&'a StorePath>,
     pub ca: Option<&'a str>,
     pub signatures: &'a [Signature],
+}
+
+/// How an upload session's NAR travels, and how a cache stores NARs it compresses itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NarEncoding {
+    None,
+    Zstd,
+}
+
+impl NarEncoding {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(NarEncoding::None),
+            "zstd" => Some(NarEncoding::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NarEncoding::None => "none",
+            NarEncoding::Zstd => "zstd",
+        }
+    }
+
+    pub fn compression(self) -> Compression {
+        match self {
+            NarEncoding::None => Compression::None,
+            NarEncoding::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// One path's NAR on its way in, part by part (`POST …/uploads`).
+#[derive(Clone, Debug)]
+pub struct UploadSession {
+    pub id: String,
+    pub cache: CacheId,
+    pub store_path: StorePath,
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub ca: Option<String>,
+    pub signatures: Vec<Signature>,
+    pub wire: NarEncoding,
+    /// Every part but the last is exactly this long.
+    pub part_size: u64,
+    pub storage_key: String,
+    pub storage_assembly: String,
+    pub expires_at: i64,
+}
+
+/// A part the server holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadPart {
+    pub number: u32,
+    pub size: u64,
+    pub tag: String,
 }

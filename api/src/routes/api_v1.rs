@@ -14,6 +14,7 @@ use super::extract::CachePath;
 use crate::domain::{self, CacheName, Permission, TokenId, TokenScope};
 use crate::services::{
     CacheChanges, CacheCollection, CollectReason, NewOwnedCache, Principal, ServiceError, Services, TokenRequest, TokenTarget,
+    UploadAnswer, UploadRequest,
 };
 use crate::startup::PublicUrl;
 
@@ -62,6 +63,24 @@ impl From<api::Permission> for Permission {
             api::Permission::Read => Permission::Read,
             api::Permission::Write => Permission::Write,
             api::Permission::Admin => Permission::Admin,
+        }
+    }
+}
+
+impl From<domain::NarEncoding> for api::NarEncoding {
+    fn from(encoding: domain::NarEncoding) -> Self {
+        match encoding {
+            domain::NarEncoding::None => api::NarEncoding::None,
+            domain::NarEncoding::Zstd => api::NarEncoding::Zstd,
+        }
+    }
+}
+
+impl From<api::NarEncoding> for domain::NarEncoding {
+    fn from(encoding: api::NarEncoding) -> Self {
+        match encoding {
+            api::NarEncoding::None => domain::NarEncoding::None,
+            api::NarEncoding::Zstd => domain::NarEncoding::Zstd,
         }
     }
 }
@@ -210,8 +229,8 @@ impl TryFrom<api::NewCache> for NewOwnedCache {
 
 impl From<api::CacheChanges> for CacheChanges {
     fn from(request: api::CacheChanges) -> Self {
-        let api::CacheChanges { public, priority, description } = request;
-        CacheChanges { public, priority, description }
+        let api::CacheChanges { public, priority, description, compression } = request;
+        CacheChanges { public, priority, description, compression: compression.map(Into::into) }
     }
 }
 
@@ -303,6 +322,7 @@ pub async fn cache_info(
         name: cache.name.as_str().to_owned(),
         public: cache.public,
         priority: cache.priority,
+        compression: cache.compression.into(),
         public_keys,
         substituter,
     }))
@@ -525,4 +545,110 @@ pub async fn account_usage(services: web::Data<Services>, credentials: Credentia
         caches.push(api::CacheUsage { cache: cache.name.as_str().to_owned(), usage });
     }
     Ok(HttpResponse::Ok().json(api::AccountUsage { total, caches }))
+}
+
+// ---- upload sessions --------------------------------------------------------------------
+
+/// A new upload names up to 10,000 references: its body may be larger than other JSON bodies.
+const MAX_NEW_UPLOAD_BODY: u64 = 2 * 1024 * 1024;
+
+impl From<api::NewUpload> for UploadRequest {
+    fn from(request: api::NewUpload) -> Self {
+        let api::NewUpload { store_path, nar_hash, nar_size, references, deriver, ca, signatures, wire_compression, part_size } = request;
+        UploadRequest {
+            store_path,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            ca,
+            signatures,
+            wire: wire_compression.map_or(domain::NarEncoding::None, Into::into),
+            part_size,
+        }
+    }
+}
+
+fn upload_session_view(session: domain::UploadSession, parts: Vec<domain::UploadPart>) -> api::UploadSession {
+    api::UploadSession {
+        id: session.id,
+        store_path: session.store_path.to_absolute(),
+        wire_compression: session.wire.into(),
+        part_size: session.part_size,
+        expires_at: session.expires_at,
+        parts: parts.into_iter().map(|p| api::UploadedPart { number: p.number, size: p.size }).collect(),
+    }
+}
+
+/// Read by hand: its body may be larger than other JSON bodies.
+pub async fn open_upload(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let body = super::body::read_small(&req, payload, MAX_NEW_UPLOAD_BODY).await?;
+    let request: api::NewUpload = serde_json::from_slice(&body).map_err(|e| ServiceError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(match services.open_upload(&principal, &cache.0, request.into()).await? {
+        UploadAnswer::Present(store_path) => HttpResponse::Ok().json(api::UploadAnswer::Present { store_path: store_path.to_absolute() }),
+        UploadAnswer::Open(session, parts) => HttpResponse::Created().json(api::UploadAnswer::Open(upload_session_view(*session, parts))),
+    })
+}
+
+pub async fn get_upload(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let (session, parts) = services.upload_status(&principal, &cache.0, &path.1).await?;
+    Ok(HttpResponse::Ok().json(upload_session_view(session, parts)))
+}
+
+pub async fn put_upload_part(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String, String)>,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let number: u32 = path.2.parse().map_err(|_| ServiceError::BadRequest(format!("part number '{}' is not a number", path.2)))?;
+    let _slot = services.upload_slot(&principal)?;
+    let part = services
+        .receive_part(&principal, &cache.0, &path.1, number, super::body::content_length(&req), super::body::stream(payload))
+        .await?;
+    Ok(HttpResponse::Ok().json(api::UploadedPart { number: part.number, size: part.size }))
+}
+
+pub async fn complete_upload(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    let _slot = services.upload_slot(&principal)?;
+    let completed = services.complete_upload(&principal, &cache.0, &path.1).await?;
+    Ok(HttpResponse::Ok().json(api::CompletedUpload {
+        store_path: completed.store_path.to_absolute(),
+        url: completed.url,
+        file_size: completed.file_size,
+        nar_size: completed.nar_size,
+    }))
+}
+
+pub async fn abort_upload(
+    services: web::Data<Services>,
+    cache: CachePath,
+    path: web::Path<(String, String)>,
+    credentials: Credentials,
+) -> ApiResult {
+    let principal = caller(&services, &credentials).await?;
+    services.abort_upload(&principal, &cache.0, &path.1).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -190,6 +190,7 @@ mod tests {
             description: String::new(),
             created_at: 0,
             gc: Default::default(),
+            compression: crate::domain::NarEncoding::Zstd,
         }
     }
 

@@ -5,7 +5,7 @@ use larder_protocol::signing::{PublicKey, SecretKey};
 
 use super::{Principal, ServiceError, ServiceResult, Services};
 use crate::db::NewCache;
-use crate::domain::{AccountId, Cache, CacheName, Permission};
+use crate::domain::{AccountId, Cache, CacheName, NarEncoding, Permission};
 
 pub struct CreatedCache {
     pub cache: Cache,
@@ -19,6 +19,7 @@ pub struct CacheChanges {
     pub public: Option<bool>,
     pub priority: Option<i64>,
     pub description: Option<String>,
+    pub compression: Option<NarEncoding>,
 }
 
 /// A cache to create for the caller's account.
@@ -98,13 +99,18 @@ impl Services {
     #[tracing::instrument(skip_all, fields(cache = %name))]
     pub async fn update_cache(&self, principal: &Principal, name: &CacheName, changes: CacheChanges) -> ServiceResult<Cache> {
         let cache = self.authorize(name, Some(principal), Permission::Admin).await?;
-        let priority = changes.priority.unwrap_or(cache.priority);
-        check_priority(priority)?;
-        let description = changes.description.unwrap_or_else(|| cache.description.clone());
-        check_description(&description)?;
-        self.db().update_cache(cache.id, changes.public.unwrap_or(cache.public), priority, &description).await?;
-        self.inner.memo.forget_cache(&cache.name);
-        self.db().cache_by_id(cache.id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
+        let changed = Cache {
+            public: changes.public.unwrap_or(cache.public),
+            priority: changes.priority.unwrap_or(cache.priority),
+            description: changes.description.unwrap_or_else(|| cache.description.clone()),
+            compression: changes.compression.unwrap_or(cache.compression),
+            ..cache
+        };
+        check_priority(changed.priority)?;
+        check_description(&changed.description)?;
+        self.db().update_cache(&changed).await?;
+        self.inner.memo.forget_cache(&changed.name);
+        self.db().cache_by_id(changed.id).await?.ok_or(ServiceError::Unauthorized(super::NO_ACCESS))
     }
 
     /// Deletes a cache: its paths, keys and tokens at once; `confirm` must repeat its name.

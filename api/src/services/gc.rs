@@ -93,6 +93,8 @@ pub struct Collection {
     pub objects_deleted: u64,
     pub objects_failed: u64,
     pub stale_uploads_removed: u64,
+    /// Upload sessions that expired unfinished, and were ended.
+    pub upload_sessions_expired: u64,
 }
 
 /// The order a cache's paths are collected in, and what taking a prefix of it frees.
@@ -293,10 +295,13 @@ impl Services {
         if dry_run {
             return Ok(collection);
         }
+        // Before reclaiming: their objects' deletes fall due now.
+        collection.upload_sessions_expired = self.reclaim_expired_uploads().await?;
         self.reclaim(&mut collection).await?;
         self.db().prune_served_bytes(self.clock().now().div_euclid(3600) - SERVED_BYTES_KEPT_HOURS).await?;
         // What crashed uploads left in storage itself (temporary files, S3 multipart uploads).
-        match self.storage().remove_stale_uploads(self.gc_settings().pending_upload_expiry).await {
+        let expiry = self.gc_settings().pending_upload_expiry;
+        match self.storage().remove_stale_uploads(expiry, expiry).await {
             Ok(removed) => collection.stale_uploads_removed = removed as u64,
             Err(error) => tracing::warn!(error = ?error, "could not remove what interrupted uploads left in storage"),
         }

@@ -15,6 +15,7 @@ mod nar_verifier;
 mod substitute;
 mod tokens;
 mod upload;
+mod upload_sessions;
 mod upload_slots;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use gc::{CacheCollection, CollectReason, Collectable, Collection, GcSettings
 pub use limited_body::LimitedBody;
 pub use substitute::NarDownload;
 pub use tokens::{CreatedToken, TokenRequest, TokenTarget, MAX_TOKEN_LIFETIME, SESSION_LIFETIME};
+pub use upload_sessions::{CompletedUpload, UploadAnswer, UploadRequest, MIN_PART_SIZE};
 pub use upload_slots::UploadSlot;
 
 #[derive(Clone, Debug)]
@@ -44,6 +46,8 @@ pub struct Limits {
     pub max_listing_size: usize,
     /// Uploads one token may have in flight at once.
     pub max_uploads_per_token: u32,
+    /// Largest part of an upload session (and its default part size).
+    pub max_part_size: u64,
     /// How long this node may serve from memory what another node changed (token
     /// revocation, cache settings, signing keys); zero remembers nothing.
     pub staleness: std::time::Duration,
@@ -64,6 +68,7 @@ struct Inner {
     limits: Limits,
     login_limiter: LoginLimiter,
     upload_slots: upload_slots::UploadSlots,
+    completing: upload_sessions::Completing,
     memo: memo::Memo,
     clock: Clock,
     gc: GcSettings,
@@ -96,6 +101,7 @@ impl Services {
             limits,
             login_limiter,
             upload_slots: Default::default(),
+            completing: Default::default(),
             memo,
             clock: Clock::default(),
             gc,

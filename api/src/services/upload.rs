@@ -191,9 +191,17 @@ impl Services {
             return Err(ServiceError::BadRequest(format!("narinfo is for {} but was uploaded as {hash}.narinfo", info.store_path)));
         }
         let nar = self.uploaded_nar_of(cache, &info).await?;
-        check_matches_nar(&info, &nar)?;
-        self.check_references_present(cache, &info).await?;
-        let signatures = self.signatures_for(cache, &info).await?;
+        self.publish(cache, &info, &nar).await
+    }
+
+    /// Publishes a path whose NAR the cache holds, as `info` describes it: only if `info`
+    /// matches the NAR, every reference is published, and the signatures follow the
+    /// cache's signing mode. What every push ends in, whichever way the bytes came.
+    pub(super) async fn publish(&self, cache: &Cache, info: &NarInfo, nar: &Nar) -> ServiceResult<()> {
+        let hash = info.store_path.hash();
+        check_matches_nar(info, nar)?;
+        self.check_references_present(cache, info).await?;
+        let signatures = self.signatures_for(cache, info).await?;
         // Checked again in the transaction that publishes the path: a collection may be
         // deleting them right now.
         let published = self
@@ -243,7 +251,7 @@ impl Services {
     }
 
     /// Every reference but the path itself must be published in this cache already.
-    async fn check_references_present(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<()> {
+    pub(super) async fn check_references_present(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<()> {
         let others: Vec<&StorePathHash> = info.references.iter().map(StorePath::hash).filter(|h| *h != info.store_path.hash()).collect();
         let missing = self.db().missing_paths(cache.id, &others).await?;
         if missing.is_empty() {

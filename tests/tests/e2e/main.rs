@@ -18,3 +18,4 @@ mod redirects;
 mod security;
 mod staleness;
 mod substitution;
+mod upload_sessions;

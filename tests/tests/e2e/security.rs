@@ -116,6 +116,16 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         (Method::DELETE, "/caches/other/paths/00bgd045z0d4icpbc2yyz4gx48ak44la".into(), None, StatusCode::UNAUTHORIZED),
         (Method::GET, "/caches/other/usage".into(), None, StatusCode::UNAUTHORIZED),
         (Method::POST, "/caches/other/missing-paths".into(), Some(json!({"store_paths": []})), StatusCode::UNAUTHORIZED),
+        (
+            Method::POST,
+            "/caches/other/uploads".into(),
+            Some(json!({"store_path": "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-x", "nar_hash": "sha256:x", "nar_size": 1})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Method::PUT, "/caches/other/uploads/0123456789abcdef0123456789abcdef/parts/1".into(), Some(json!("x")), StatusCode::UNAUTHORIZED),
+        (Method::GET, "/caches/other/uploads/0123456789abcdef0123456789abcdef".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::DELETE, "/caches/other/uploads/0123456789abcdef0123456789abcdef".into(), None, StatusCode::UNAUTHORIZED),
+        (Method::POST, "/caches/other/uploads/0123456789abcdef0123456789abcdef/complete".into(), None, StatusCode::UNAUTHORIZED),
         // Its account's usage, of its caches only (checked below).
         (Method::GET, "/account/usage".into(), None, StatusCode::OK),
         (Method::GET, "/tokens".into(), None, StatusCode::OK),
@@ -140,6 +150,8 @@ async fn limited_tokens_stay_within_their_caches(server: &TestServer) {
         (Method::PATCH, "/caches/mine".into(), Some(json!({"priority": 30})), StatusCode::OK),
         (Method::GET, "/caches/mine/keys".into(), None, StatusCode::OK),
         (Method::POST, "/caches/mine/missing-paths".into(), Some(json!({"store_paths": []})), StatusCode::OK),
+        // On its own cache an upload session is found or not (404), never refused.
+        (Method::GET, "/caches/mine/uploads/0123456789abcdef0123456789abcdef".into(), None, StatusCode::NOT_FOUND),
         (Method::POST, "/caches/mine/keys".into(), None, StatusCode::CREATED),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "cache", "cache": "mine", "permission": "write"})), StatusCode::CREATED),
         (Method::POST, "/tokens".into(), Some(json!({"kind": "personal", "caches": ["mine"], "permission": "admin"})), StatusCode::CREATED),

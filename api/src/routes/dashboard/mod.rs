@@ -23,7 +23,7 @@ use serde::Deserialize;
 pub use session::CookiePolicy;
 use session::{Login, Visitor, PRESESSION_COOKIE, SESSION_COOKIE};
 
-use crate::domain::{self, CacheName, NewPassword, Permission, TokenId, TokenScope, Username};
+use crate::domain::{self, CacheName, NarEncoding, NewPassword, Permission, TokenId, TokenScope, Username};
 use crate::services::{CacheChanges, NewOwnedCache, Principal, ServiceError, Services, TokenRequest, TokenTarget};
 use crate::startup::PublicUrl;
 
@@ -1136,6 +1136,9 @@ struct SettingsForm {
     priority: String,
     #[serde(default)]
     description: String,
+    /// `zstd` or `none`; absent leaves it as it is.
+    #[serde(default)]
+    compression: String,
 }
 
 async fn settings_page(req: HttpRequest, (services, settings, _): Deps, name: web::Path<String>) -> Page {
@@ -1148,6 +1151,7 @@ async fn settings_page(req: HttpRequest, (services, settings, _): Deps, name: we
             chrome: reply.chrome(flash(&req)),
             header: cache_header(&cache, views::CacheTab::Settings),
             public: cache.public,
+            compressed: cache.compression == NarEncoding::Zstd,
             priority: views::Field::new(cache.priority.to_string()),
             description: views::Field::new(cache.description.clone()),
             form_error: None,
@@ -1164,13 +1168,18 @@ async fn save_settings(req: HttpRequest, (services, settings, _): Deps, name: we
         let login = request.form_login(&form.csrf)?;
         let cache = own_cache(&services, &request, login, &name).await?;
         let public = form.visibility == "public";
+        let compression = NarEncoding::parse(form.compression.trim());
         let mut priority = views::Field::new(form.priority.trim());
         let mut form_error = None;
         match parse_priority(&priority.value) {
             Err(message) => priority.error = Some(message),
             Ok(parsed) => {
-                let changes =
-                    CacheChanges { public: Some(public), priority: parsed, description: Some(form.description.trim().to_owned()) };
+                let changes = CacheChanges {
+                    public: Some(public),
+                    priority: parsed,
+                    description: Some(form.description.trim().to_owned()),
+                    compression,
+                };
                 match services.update_cache(&login.principal, &cache.name, changes).await {
                     Ok(cache) => return Ok(redirect(&format!("/caches/{}/settings?done=settings-saved", cache.name))),
                     Err(ServiceError::BadRequest(message)) => form_error = Some(message),
@@ -1182,6 +1191,7 @@ async fn save_settings(req: HttpRequest, (services, settings, _): Deps, name: we
             chrome: reply.chrome(None),
             header: cache_header(&cache, views::CacheTab::Settings),
             public,
+            compressed: compression.unwrap_or(cache.compression) == NarEncoding::Zstd,
             priority,
             description: views::Field::new(form.description.trim()),
             form_error,
@@ -1212,6 +1222,7 @@ async fn delete_cache(req: HttpRequest, (services, settings, _): Deps, name: web
                 chrome: reply.chrome(None),
                 header: cache_header(&cache, views::CacheTab::Settings),
                 public: cache.public,
+                compressed: cache.compression == NarEncoding::Zstd,
                 priority: views::Field::new(cache.priority.to_string()),
                 description: views::Field::new(cache.description.clone()),
                 form_error: None,
