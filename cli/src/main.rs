@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod nixconf;
+mod progress;
 mod push;
 
 use std::io::BufRead;

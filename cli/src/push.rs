@@ -1,23 +1,27 @@
-//! `larder push`: a closure to a cache, asking once which paths it lacks, then the NARs
-//! in parallel over the binary cache protocol. Each NAR streams from `nix-store --dump` through zstd into a temporary file
-//! (its hash names it in the URL), then up; a path's narinfo is sent only once every path
-//! it references is in the cache, so the server can publish it at once.
+//! `larder push`: a closure to a cache, asking once which paths it lacks, then each NAR
+//! through an upload session, several at once. A NAR streams from `nix-store --dump`
+//! (through zstd when the cache stores zstd) into a temporary file, then up in parts, each
+//! retried on its own after a dropped connection or a server restart; a path is completed
+//! only once every path it references is, so the server can publish it at once.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_compression::tokio::write::ZstdEncoder;
+use larder_api_types as api;
 use larder_protocol::compression::Compression;
-use larder_protocol::hash::{Sha256Hash, Sha256Hasher};
+use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::{SecretKey, Signature};
 use larder_protocol::store_path::StorePath;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 
-use crate::client::Client;
+use crate::client::{is_transient, Client};
+use crate::progress::Progress;
 
 pub struct PushOptions {
     pub closure: bool,
@@ -37,12 +41,6 @@ struct PathInfo {
     deriver: Option<StorePath>,
     signatures: Vec<Signature>,
     ca: Option<String>,
-}
-
-/// A NAR uploaded, waiting for its narinfo.
-struct Uploaded {
-    file_hash: Sha256Hash,
-    file_size: u64,
 }
 
 /// The store paths to push: the arguments, or one per line on stdin; `./result`
@@ -181,7 +179,7 @@ fn references_first(infos: &[PathInfo]) -> Vec<usize> {
 
 pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: PushOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let info: larder_api_types::CacheInfo = client.get(&format!("/caches/{cache}")).await?;
+    let info: api::CacheInfo = client.get(&format!("/caches/{cache}")).await?;
     let paths = if options.closure {
         nix(&["nix-store", "-qR"], &paths).await?.lines().map(str::to_owned).collect::<BTreeSet<_>>().into_iter().collect()
     } else {
@@ -189,89 +187,210 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
     };
     let infos = path_infos(&paths).await?;
     let (upstream, ours) = split_upstream(infos, &options.upstream_keys);
-    let jobs = options.jobs.max(1);
     let missing = missing_of(client, cache, ours).await?;
     let already = paths.len() - upstream.len() - missing.len();
+    let progress = Progress::new(missing.len() as u64);
 
-    // The NARs, `jobs` at a time.
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
-    let mut uploads = tokio::task::JoinSet::new();
-    for (i, path) in missing.iter().enumerate() {
-        let (client, semaphore, substituter, path) = (client.clone(), semaphore.clone(), info.substituter.clone(), path.path.to_absolute());
-        uploads.spawn(async move {
-            let _permit = semaphore.acquire_owned().await?;
-            upload_nar(&client, &substituter, &path).await.map(|uploaded| (i, uploaded))
+    // Each path: its NAR dumped, compressed and sent in parts, `jobs` at a time (in an
+    // order where references come first), then completed once the paths it references
+    // are, since the server publishes a path only with all of them.
+    let order = references_first(&missing);
+    let missing: Vec<Arc<PathInfo>> = missing.into_iter().map(Arc::new).collect();
+    let mut published: HashMap<String, watch::Receiver<Option<bool>>> = HashMap::new();
+    let mut senders = Vec::with_capacity(missing.len());
+    for path in &missing {
+        let (sender, receiver) = watch::channel(None);
+        published.insert(path.path.hash().as_str().to_owned(), receiver);
+        senders.push(Some(sender));
+    }
+    let pusher = Arc::new(Pusher {
+        client: client.clone(),
+        cache: cache.to_owned(),
+        wire: info.compression,
+        signing_key: options.signing_key,
+        permits: tokio::sync::Semaphore::new(options.jobs.max(1)),
+        progress,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in order {
+        let path = Arc::clone(&missing[i]);
+        let done = senders[i].take().expect("each path is pushed once");
+        let references: Vec<watch::Receiver<Option<bool>>> =
+            path.references.iter().filter(|r| *r != &path.path).filter_map(|r| published.get(r.hash().as_str()).cloned()).collect();
+        let pusher = Arc::clone(&pusher);
+        tasks.spawn(async move {
+            let result = pusher.push_one(&path, references).await;
+            done.send_replace(Some(result.is_ok()));
+            result.with_context(|| format!("pushing {}", path.path.to_absolute()))
         });
     }
-    let mut uploaded: BTreeMap<usize, Uploaded> = BTreeMap::new();
-    while let Some(result) = uploads.join_next().await {
-        let (i, nar) = result??;
-        uploaded.insert(i, nar);
-    }
-
-    // The narinfos, references first.
-    let mut bytes = 0;
-    for i in references_first(&missing) {
-        let path = &missing[i];
-        let nar = &uploaded[&i];
-        bytes += nar.file_size;
-        let mut narinfo = NarInfo {
-            store_path: path.path.clone(),
-            url: larder_protocol::compression::nar_url(&nar.file_hash, Compression::Zstd),
-            compression: Compression::Zstd,
-            file_hash: Some(nar.file_hash),
-            file_size: Some(nar.file_size),
-            nar_hash: path.nar_hash,
-            nar_size: path.nar_size,
-            references: path.references.clone(),
-            deriver: path.deriver.clone(),
-            system: None,
-            sigs: path.signatures.clone(),
-            ca: path.ca.clone(),
-        };
-        if let Some(key) = &options.signing_key {
-            narinfo.sign(key);
+    let (mut pushed, mut bytes, mut failures) = (0usize, 0u64, Vec::new());
+    while let Some(result) = tasks.join_next().await {
+        match result? {
+            Ok(sent) => {
+                pushed += 1;
+                bytes += sent;
+            }
+            Err(error) => failures.push(error),
         }
-        client
-            .put_text(&format!("{}/{}.narinfo", info.substituter, path.path.hash()), "text/x-nix-narinfo", narinfo.render())
-            .await
-            .with_context(|| format!("publishing {}", path.path.to_absolute()))?;
-        println!("pushed {}", path.path.to_absolute());
     }
+    pusher.progress.finish();
     println!(
-        "{} pushed ({:.1} MiB), {already} already in {cache}, {} on an upstream cache; {:.1} s",
-        missing.len(),
+        "{pushed} pushed ({:.1} MiB sent), {already} already in {cache}, {} on an upstream cache; {:.1} s",
         bytes as f64 / (1024.0 * 1024.0),
         upstream.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    match failures.len() {
+        0 => Ok(()),
+        n => {
+            // The first cause in full; the ones that only waited on it are noise.
+            let first = failures.into_iter().min_by_key(|e| format!("{e:#}").contains("was not pushed")).expect("n > 0");
+            Err(first.context(format!("{n} path(s) not pushed")))
+        }
+    }
+}
+
+/// What every path's push shares.
+struct Pusher {
+    client: Client,
+    cache: String,
+    wire: api::NarEncoding,
+    signing_key: Option<SecretKey>,
+    /// Paths whose NARs are being prepared or sent at once (`--jobs`).
+    permits: tokio::sync::Semaphore,
+    progress: Progress,
+}
+
+/// How long an operation is tried again after transient failures (the server restarting,
+/// a dropped connection) before the push gives up on it.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+impl Pusher {
+    /// Sends one path's NAR and publishes it; returns the bytes sent.
+    async fn push_one(&self, path: &PathInfo, references: Vec<watch::Receiver<Option<bool>>>) -> anyhow::Result<u64> {
+        let permit = self.permits.acquire().await?;
+        let name = path.path.to_absolute();
+        let request = self.new_upload(path);
+        let uploads = format!("/caches/{}/uploads", self.cache);
+        let open =
+            retrying(&format!("opening the upload of {name}"), || self.client.post_long::<api::UploadAnswer>(&uploads, &request)).await?;
+        let session = match open {
+            api::UploadAnswer::Present { .. } => {
+                self.progress.path_done(&name);
+                return Ok(0);
+            }
+            api::UploadAnswer::Open(session) => session,
+        };
+        let sent = self.send_parts(path, &session).await?;
+        drop(permit);
+        for mut reference in references {
+            let ok = *reference.wait_for(Option::is_some).await.map_err(|_| anyhow::anyhow!("a reference's push ended early"))?;
+            if ok != Some(true) {
+                bail!("{name} was not pushed: a path it references could not be pushed");
+            }
+        }
+        let complete = format!("/caches/{}/uploads/{}/complete", self.cache, session.id);
+        retrying(&format!("completing the upload of {name}"), || self.client.post_long::<api::CompletedUpload>(&complete, &())).await?;
+        self.progress.path_done(&name);
+        Ok(sent)
+    }
+
+    fn new_upload(&self, path: &PathInfo) -> api::NewUpload {
+        let mut signatures = path.signatures.clone();
+        if let Some(key) = &self.signing_key {
+            let mut narinfo = NarInfo {
+                store_path: path.path.clone(),
+                url: String::new(),
+                compression: Compression::None,
+                file_hash: None,
+                file_size: None,
+                nar_hash: path.nar_hash,
+                nar_size: path.nar_size,
+                references: path.references.clone(),
+                deriver: path.deriver.clone(),
+                system: None,
+                sigs: Vec::new(),
+                ca: path.ca.clone(),
+            };
+            narinfo.sign(key);
+            signatures.extend(narinfo.sigs);
+        }
+        api::NewUpload {
+            store_path: path.path.to_absolute(),
+            nar_hash: path.nar_hash.to_typed_nix32(),
+            nar_size: path.nar_size,
+            references: path.references.iter().map(StorePath::to_absolute).collect(),
+            deriver: path.deriver.as_ref().map(StorePath::to_absolute),
+            ca: path.ca.clone(),
+            signatures: signatures.iter().map(Signature::to_nix_string).collect(),
+            wire_compression: Some(self.wire),
+            part_size: None,
+        }
+    }
+
+    /// Dumps the NAR (compressed as the cache stores it) into a temporary file and sends
+    /// the parts the session lacks; returns the bytes sent.
+    async fn send_parts(&self, path: &PathInfo, session: &api::UploadSession) -> anyhow::Result<u64> {
+        let name = path.path.to_absolute();
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("nar");
+        dump_nar(&name, &file, self.wire).await?;
+        let size = tokio::fs::metadata(&file).await?.len();
+        let part_size = session.part_size.max(1);
+        let mut sent = 0;
+        for number in 1..=size.div_ceil(part_size) {
+            let offset = (number - 1) * part_size;
+            let length = part_size.min(size - offset);
+            let number = u32::try_from(number).context("NAR too large for its part size")?;
+            if session.parts.iter().any(|p| p.number == number && p.size == length) {
+                continue; // held already: a session picked up again
+            }
+            let url = format!("/caches/{}/uploads/{}/parts/{number}", self.cache, session.id);
+            retrying(&format!("sending part {number} of {name}"), || self.client.put_part(&url, &file, offset, length)).await?;
+            sent += length;
+            self.progress.sent(length);
+        }
+        Ok(sent)
+    }
+}
+
+/// Runs `operation` until it succeeds, fails for good, or has failed transiently for
+/// [`RETRY_FOR`], waiting longer after each failure (up to 10 s).
+async fn retrying<T, F, Fut>(what: &str, mut operation: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) if is_transient(&error) && started.elapsed() < RETRY_FOR => {
+                eprintln!("{what}: {error:#}; trying again in {:.1} s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => return Err(error.context(what.to_owned())),
+        }
+    }
 }
 
 /// The paths the cache lacks: one question per 10,000 paths.
 async fn missing_of(client: &Client, cache: &str, paths: Vec<PathInfo>) -> anyhow::Result<Vec<PathInfo>> {
     let mut missing = BTreeSet::new();
+    let url = format!("/caches/{cache}/missing-paths");
     for chunk in paths.chunks(10_000) {
-        let query = larder_api_types::MissingPathsQuery { store_paths: chunk.iter().map(|p| p.path.to_absolute()).collect() };
-        let answer: larder_api_types::MissingPaths = client.post(&format!("/caches/{cache}/missing-paths"), &query).await?;
+        let query = api::MissingPathsQuery { store_paths: chunk.iter().map(|p| p.path.to_absolute()).collect() };
+        let answer: api::MissingPaths = retrying("asking which paths the cache lacks", || client.post(&url, &query)).await?;
         missing.extend(answer.missing);
     }
     Ok(paths.into_iter().filter(|p| missing.contains(&p.path.to_absolute())).collect())
 }
 
-/// Dumps, compresses and uploads one NAR; a temporary file holds the compressed NAR
-/// (its hash is the URL), never memory.
-async fn upload_nar(client: &Client, substituter: &str, path: &str) -> anyhow::Result<Uploaded> {
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("nar.zst");
-    compress_nar(path, &file).await?;
-    let (file_hash, file_size) = hash_file(&file).await?;
-    let url = format!("{substituter}/{}", larder_protocol::compression::nar_url(&file_hash, Compression::Zstd));
-    client.put_file(&url, "application/x-nix-nar", &file, file_size).await.with_context(|| format!("uploading the NAR of {path}"))?;
-    Ok(Uploaded { file_hash, file_size })
-}
-
-async fn compress_nar(path: &str, into: &PathBuf) -> anyhow::Result<()> {
+/// `nix-store --dump` of `path` into `into`, zstd-compressed or not as `wire` says.
+async fn dump_nar(path: &str, into: &Path, wire: api::NarEncoding) -> anyhow::Result<()> {
     let mut dump = tokio::process::Command::new("nix-store")
         .args(["--dump", path])
         .stdout(std::process::Stdio::piped())
@@ -282,30 +401,23 @@ async fn compress_nar(path: &str, into: &PathBuf) -> anyhow::Result<()> {
     let mut stdout = dump.stdout.take().expect("piped");
     // Buffered: each write to a tokio File is a hop to a blocking thread.
     let file = tokio::io::BufWriter::with_capacity(1024 * 1024, tokio::fs::File::create(into).await?);
-    let mut encoder = ZstdEncoder::new(file);
-    tokio::io::copy(&mut stdout, &mut encoder).await?;
-    encoder.shutdown().await?;
+    match wire {
+        api::NarEncoding::Zstd => {
+            let mut encoder = ZstdEncoder::new(file);
+            tokio::io::copy(&mut stdout, &mut encoder).await?;
+            encoder.shutdown().await?;
+        }
+        api::NarEncoding::None => {
+            let mut file = file;
+            tokio::io::copy(&mut stdout, &mut file).await?;
+            file.shutdown().await?;
+        }
+    }
     let output = dump.wait_with_output().await?;
     if !output.status.success() {
         bail!("nix-store --dump {path} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
-}
-
-async fn hash_file(file: &Path) -> anyhow::Result<(Sha256Hash, u64)> {
-    let mut reader = tokio::fs::File::open(file).await?;
-    let mut hasher = Sha256Hasher::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = reader.read(&mut buffer).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((hasher.finish(), size))
 }
 
 #[cfg(test)]

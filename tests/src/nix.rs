@@ -58,6 +58,31 @@ let
 in mk "e" [ d b ]
 "#;
 
+/// A synthetic closure: `count` paths, each referring to the one before it and to the one at
+/// half its index; every `bigEvery`-th holds `bigBytes` of random bytes, the others
+/// `smallBytes`, half random and half zeros (so part of it compresses).
+const CLOSURE_NIX: &str = r#"{ tag, count, bigEvery, bigBytes, smallBytes }:
+let
+  paths = builtins.genList mk count;
+  isBig = i: i - (i / bigEvery) * bigEvery == 0;
+  mk = i: derivation {
+    name = "p${toString i}-${tag}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    deps = if i == 0 then [ ] else [ (builtins.elemAt paths (i - 1)) (builtins.elemAt paths (i / 2)) ];
+    size = if isBig i then bigBytes else smallBytes / 2;
+    zeros = if isBig i then 0 else smallBytes / 2;
+    args = [ "-c" ''
+      mkdir $out
+      head -c $size /dev/urandom > $out/random
+      head -c $zeros /dev/zero > $out/zeros
+      printf '%s\n' $deps > $out/deps
+    '' ];
+  };
+in builtins.elemAt paths (count - 1)
+"#;
+
 impl Nix {
     pub fn new(root: &Path) -> Self {
         let root = root.join("nix-client");
@@ -123,6 +148,44 @@ impl Nix {
             run = self.run("nix-build", &args, "").await;
         }
         run.expect_success("nix-build of the test chain").stdout.trim().to_owned()
+    }
+
+    /// Builds [`CLOSURE_NIX`]'s closure, unique to this test; returns its top path, whose
+    /// closure is all `count` paths.
+    pub async fn build_closure(&self, count: u32, big_every: u32, big_bytes: u64, small_bytes: u64) -> String {
+        let file = self.root.join("closure.nix");
+        std::fs::write(&file, CLOSURE_NIX).expect("write closure.nix");
+        let tag = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let numbers = [count.to_string(), big_every.to_string(), big_bytes.to_string(), small_bytes.to_string()];
+        let args = [
+            file.to_str().unwrap(),
+            "--argstr",
+            "tag",
+            &tag,
+            "--arg",
+            "count",
+            &numbers[0],
+            "--arg",
+            "bigEvery",
+            &numbers[1],
+            "--arg",
+            "bigBytes",
+            &numbers[2],
+            "--arg",
+            "smallBytes",
+            &numbers[3],
+            "--no-out-link",
+            "--max-jobs",
+            "4",
+        ];
+        let mut run = self.run("nix-build", &args, "").await;
+        for _ in 0..3 {
+            if run.success || !run.stderr.contains("is busy") {
+                break;
+            }
+            run = self.run("nix-build", &args, "").await;
+        }
+        run.expect_success("nix-build of the synthetic closure").stdout.trim().to_owned()
     }
 
     /// The closure of a store path (itself included).

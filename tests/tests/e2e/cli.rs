@@ -12,6 +12,8 @@ on_both_backends!(
     errors_say_what_to_do,
     push_a_closure_then_substitute_it_and_push_again_for_nothing,
     a_client_held_cache_takes_pushes_signed_with_the_key,
+    push_of_a_large_closure_then_substitute_all_of_it,
+    a_push_carries_on_after_the_server_is_killed_and_restarted,
 );
 
 /// A machine of its own: HOME, XDG dirs and the nix configuration directory.
@@ -238,13 +240,18 @@ async fn push_a_closure_then_substitute_it_and_push_again_for_nothing(server: &T
 
     // Only the top path, from stdin, without its closure: refused, naming what is missing.
     let alone = ci.larder(&["push", "alice-private", "--no-closure"], Some(&format!("{top}\n"))).await;
-    assert!(!alone.success && alone.stderr.contains(&format!("publishing {top}")), "{}{}", alone.stdout, alone.stderr);
+    assert!(
+        !alone.success && alone.stderr.contains(&format!("pushing {top}")) && alone.stderr.contains("references not in this cache"),
+        "{}{}",
+        alone.stdout,
+        alone.stderr
+    );
 
     let pushed = ci.larder(&["push", "alice-private", "--jobs", "3"], Some(&format!("{top}\n"))).await;
     assert!(pushed.success, "{}{}", pushed.stdout, pushed.stderr);
     assert!(pushed.stdout.contains(&format!("{} pushed", closure.len())), "{}", pushed.stdout);
     let again = ci.larder(&["push", "alice-private", &top], None).await;
-    assert!(again.success && again.stdout.contains(&format!("0 pushed (0.0 MiB), {} already", closure.len())), "{}", again.stdout);
+    assert!(again.success && again.stdout.contains(&format!("0 pushed (0.0 MiB sent), {} already", closure.len())), "{}", again.stdout);
 
     // Every path substitutes with the cache's key required.
     let info = alice.get("/caches/alice-private").await.1;
@@ -280,4 +287,125 @@ async fn a_client_held_cache_takes_pushes_signed_with_the_key(server: &TestServe
     assert!(signed.success, "{}{}", signed.stdout, signed.stderr);
     let (run, _) = nix.pull_verified(&server.cache_url("alice-signed"), &top, &public, "signed").await;
     assert!(run.success, "{}", run.stderr);
+}
+
+/// The paths of `closure` the cache lacks, asked with `token`.
+async fn missing(server: &TestServer, cache: &str, token: &str, closure: &[String]) -> Vec<String> {
+    let (status, answer) =
+        Api::anonymous(server).with(token).post(&format!("/caches/{cache}/missing-paths"), json!({"store_paths": closure})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    answer["missing"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+}
+
+/// Substitutes `top` and its closure with the cache's key required; checks every path.
+async fn substitutes_all(server: &TestServer, alice: &Api<'_>, nix: &Nix, cache: &str, top: &str, closure: &[String], store: &str) {
+    let info = alice.get(&format!("/caches/{cache}")).await.1;
+    let key = info["public_keys"][0].as_str().unwrap().to_owned();
+    let (_, read) = alice.token(json!({"kind": "cache", "cache": cache, "permission": "read"})).await;
+    nix.use_token(Some(&read));
+    let (run, root) = nix.pull_verified(&server.cache_url(cache), top, &key, store).await;
+    assert!(run.success, "{}", run.stderr);
+    for path in closure {
+        larder_tests::assert_same_tree(Path::new(path), &root.join(path.trim_start_matches('/')));
+    }
+}
+
+async fn push_of_a_large_closure_then_substitute_all_of_it(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("big-closure", false).await;
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "big-closure", "permission": "write"})).await;
+    let nix = Nix::new(server.dir.path());
+    // 200 paths: 20 of 21 MiB random, 180 of 512 KiB half random — over 500 MiB of NARs.
+    let top = nix.build_closure(200, 10, 21 << 20, 512 << 10).await;
+    let closure = nix.closure(&top).await;
+    assert_eq!(closure.len(), 200);
+    let ci = Machine::new(server, "ci");
+    assert!(ci.larder(&["login", "--server", &server.base_url, "--token", &write], None).await.success);
+    let pushed = ci.larder(&["push", "big-closure", &top], None).await;
+    assert!(pushed.success, "{}{}", pushed.stdout, pushed.stderr);
+    assert!(pushed.stdout.contains("200 pushed"), "{}", pushed.stdout);
+    let (_, usage) = alice.get("/caches/big-closure/usage").await;
+    assert_eq!(usage["paths"], 200, "{usage}");
+    let sizes = nix.run("nix", &["path-info", "--json", "--recursive", &top], "").await.expect_success("nix path-info");
+    let sizes: serde_json::Value = serde_json::from_str(&sizes.stdout).unwrap();
+    let entries: Vec<serde_json::Value> = match sizes {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(map) => map.into_values().collect(),
+        _ => panic!("path-info printed {sizes}"),
+    };
+    let nar_bytes: u64 = entries.iter().map(|e| e["narSize"].as_u64().unwrap()).sum();
+    assert!(nar_bytes > 500 << 20, "{nar_bytes} bytes of NARs");
+    // Stored zstd-compressed: the random halves do not shrink, the zeros do.
+    assert!(usage["stored_bytes"].as_u64().unwrap() > 420 << 20, "{usage}");
+    let again = ci.larder(&["push", "big-closure", &top], None).await;
+    assert!(again.success && again.stdout.contains("0 pushed (0.0 MiB sent), 200 already"), "{}{}", again.stdout, again.stderr);
+    substitutes_all(server, &alice, &nix, "big-closure", &top, &closure, "big").await;
+    larder_tests::consistency::assert_consistent(server).await;
+    let _ = nix.run("nix-store", &["--delete", &top], "").await;
+}
+
+/// A `larder-server serve` process on this test server's data (a second node), on `port`
+/// (0: any); returns it and the port it listens on.
+async fn serve_process(server: &TestServer, port: u16) -> (tokio::process::Child, u16) {
+    let port_file = server.dir.path().join(format!("port-{}", uuid::Uuid::new_v4().simple()));
+    let mut command = server.larder_server_command(&["serve"]);
+    command.env("LARDER_LISTEN", format!("127.0.0.1:{port}")).env("LARDER_PORT_FILE", &port_file).env("LARDER_GC_INTERVAL_SECS", "0");
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let child = command.spawn().expect("start larder-server serve");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Ok(port) = text.trim().parse() {
+                return (child, port);
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "larder-server serve did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_push_carries_on_after_the_server_is_killed_and_restarted(server: &TestServer) {
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("kill-me", false).await;
+    let (_, write) = alice.token(json!({"kind": "cache", "cache": "kill-me", "permission": "write"})).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_closure(40, 4, 12 << 20, 256 << 10).await;
+    let closure = nix.closure(&top).await;
+    let (mut node, port) = serve_process(server, 0).await;
+    let node_url = format!("http://127.0.0.1:{port}");
+    let ci = Machine::new(server, "ci");
+    assert!(ci.larder(&["login", "--server", &node_url, "--token", &write], None).await.success);
+    let push = {
+        let ci_root = ci.root.clone();
+        let top = top.clone();
+        tokio::spawn(async move { Machine { root: ci_root }.larder(&["push", "kill-me", "--jobs", "2", &top], None).await })
+    };
+
+    // Killed once some paths are in and others are not, and started again on its port.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = missing(server, "kill-me", &write, &closure).await.len();
+        assert!(left > 0, "the push ended before the server could be killed: make the closure larger");
+        if left < closure.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing was pushed in 120 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    node.start_kill().unwrap();
+    node.wait().await.unwrap();
+    let left_at_kill = missing(server, "kill-me", &write, &closure).await.len();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (mut restarted, same_port) = serve_process(server, port).await;
+    assert_eq!(same_port, port);
+
+    let pushed = push.await.unwrap();
+    restarted.start_kill().unwrap();
+    restarted.wait().await.unwrap();
+    assert!(pushed.success, "{}{}", pushed.stdout, pushed.stderr);
+    assert!(pushed.stderr.contains("trying again"), "the push saw the server go: {}", pushed.stderr);
+    assert!(left_at_kill > 0, "killed before the end");
+    assert!(missing(server, "kill-me", &write, &closure).await.is_empty());
+    substitutes_all(server, &alice, &nix, "kill-me", &top, &closure, "after-kill").await;
+    larder_tests::consistency::assert_consistent(server).await;
 }
