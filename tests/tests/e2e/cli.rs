@@ -13,6 +13,7 @@ on_both_backends!(
     push_a_closure_then_substitute_it_and_push_again_for_nothing,
     a_client_held_cache_takes_pushes_signed_with_the_key,
     push_of_a_large_closure_then_substitute_all_of_it,
+    use_warns_a_user_the_daemon_does_not_trust,
     a_push_carries_on_after_the_server_is_killed_and_restarted,
 );
 
@@ -408,4 +409,41 @@ async fn a_push_carries_on_after_the_server_is_killed_and_restarted(server: &Tes
     assert!(missing(server, "kill-me", &write, &closure).await.is_empty());
     substitutes_all(server, &alice, &nix, "kill-me", &top, &closure, "after-kill").await;
     larder_tests::consistency::assert_consistent(server).await;
+}
+
+async fn use_warns_a_user_the_daemon_does_not_trust(server: &TestServer) {
+    use std::os::unix::fs::PermissionsExt;
+    let alice = Api::anonymous(server).account("alice").await;
+    alice.cache("alice-public", true).await;
+    // A home of its own for user `nobody` (the test runs as root, whom nix always trusts).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config")).unwrap();
+    for path in [home.clone(), home.join(".config")] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cli_binary())
+        .args(["--server", &server.base_url, "use", "alice-public"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("USER", "nobody")
+        .output()
+        .await
+        .expect("run larder as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: nobody is not a trusted user of the nix daemon"), "{stderr}");
+    assert!(stderr.contains("extra-trusted-users = nobody"), "it says what to do: {stderr}");
+    let written = read(&home.join(".config/nix/nix.conf"));
+    assert!(written.contains(&format!("extra-substituters = {}", server.cache_url("alice-public"))), "{written}");
+
+    // Root, writing the daemon's own configuration, is trusted: no warning.
+    let root = Machine::new(server, "root");
+    let run = root.larder(&["--server", &server.base_url, "use", "alice-public"], None).await;
+    assert!(run.success && !run.stderr.contains("trusted user"), "{}", run.stderr);
 }

@@ -502,8 +502,15 @@ async fn settings_are_saved_and_a_cache_is_deleted_by_its_name(server: &TestServ
     let page = alice.submit(settings, settings, &[("visibility", "public"), ("priority", "30"), ("description", "team builds")]).await;
     assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/caches/alice-cache/settings?done=settings-saved"));
     let (_, info) = api.get("/caches/alice-cache").await;
-    assert_eq!((info["public"].clone(), info["priority"].clone()), (json!(true), json!(30)));
-    assert!(alice.get("/caches/alice-cache/settings?done=settings-saved").await.body.contains("Settings saved."));
+    assert_eq!((info["public"].clone(), info["priority"].clone(), info["compression"].clone()), (json!(true), json!(30), json!("zstd")));
+    let saved = alice.get("/caches/alice-cache/settings?done=settings-saved").await.body;
+    assert!(saved.contains("Settings saved."));
+    assert!(saved.contains(r#"id="compression-zstd" name="compression" value="zstd" checked"#), "{saved}");
+    let fields = [("visibility", "public"), ("priority", "30"), ("description", "team builds"), ("compression", "none")];
+    let page = alice.submit(settings, settings, &fields).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(api.get("/caches/alice-cache").await.1["compression"], "none", "stored uncompressed from now on");
+    assert!(alice.get(settings).await.body.contains(r#"value="none" checked"#));
 
     let page = alice.submit(settings, "/caches/alice-cache/delete", &[("confirm", "alice-cach")]).await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
