@@ -258,9 +258,29 @@ async fn use_cache(client: &Client, cache: &str, nixos: bool) -> anyhow::Result<
         };
         let system_conf = std::fs::read_to_string("/etc/nix/nix.conf").unwrap_or_default();
         let netrc_path = nixconf::netrc_path(&[&system_conf, &conf]);
+        let daemon_netrc = nixconf::netrc_path(&[&system_conf]);
+        if !root && std::env::var_os("NIX_CONF_DIR").is_none() && netrc_path != daemon_netrc {
+            eprintln!(
+                "warning: the nix daemon reads its netrc from {}, not {} (your nix.conf's netrc-file): it will be refused {cache} (401) \
+                 unless that file has the line too. Run `sudo larder use {cache}`.",
+                daemon_netrc.display(),
+                netrc_path.display()
+            );
+        }
         let before = std::fs::read_to_string(&netrc_path).unwrap_or_default();
         let netrc = nixconf::set_netrc_entry(&before, &host, token);
-        if nixconf::write_if_changed(&netrc_path, &netrc, true)? {
+        let written = nixconf::write_if_changed(&netrc_path, &netrc, true).map_err(|error| {
+            if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+                anyhow::anyhow!(
+                    "cannot write {} ({error:#}): it is the netrc the nix daemon reads for {cache}'s token.\n\
+                     Run `sudo larder use {cache}`, or add `machine {host} login larder password <a read token>` to it yourself.",
+                    netrc_path.display()
+                )
+            } else {
+                error
+            }
+        })?;
+        if written {
             println!("Wrote the token for {host} to {}", netrc_path.display());
         } else {
             println!("{} already has the token for {host}", netrc_path.display());

@@ -442,6 +442,26 @@ async fn use_warns_a_user_the_daemon_does_not_trust(server: &TestServer) {
     let written = read(&home.join(".config/nix/nix.conf"));
     assert!(written.contains(&format!("extra-substituters = {}", server.cache_url("alice-public"))), "{written}");
 
+    // A private cache's token goes to the netrc the daemon reads, which `nobody` may not write.
+    alice.cache("alice-private", false).await;
+    let (_, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read"})).await;
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cli_binary())
+        .args(["--server", &server.base_url, "--token", &read, "use", "alice-private"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("USER", "nobody")
+        .output()
+        .await
+        .expect("run larder as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("it is the netrc the nix daemon reads") && stderr.contains("sudo larder use alice-private"), "{stderr}");
+    assert!(!stderr.contains(&read), "the token is not printed: {stderr}");
+
     // Root, writing the daemon's own configuration, is trusted: no warning.
     let root = Machine::new(server, "root");
     let run = root.larder(&["--server", &server.base_url, "use", "alice-public"], None).await;
