@@ -148,7 +148,8 @@ async fn nix_2_26_pushes_realisations_and_substitutes_through_them(server: &Test
     let build = build_ca(&builder, &tag, "").await;
     builder.use_token(Some(&write));
     let outputs = format!("{}^*", build.drv);
-    builder.run("nix", &["copy", "--to", &url, &outputs], "").await.expect_success("nix 2.26 copy --to URL DRV^*");
+    // The derivation too, which `nix copy --from URL 'DRV^*'` reads from the cache.
+    builder.run("nix", &["copy", "--to", &url, &build.drv, &outputs], "").await.expect_success("nix 2.26 copy --to URL DRV DRV^*");
     assert_eq!(server.count_rows("realisations").await, 2, "catop's and cadep's realisations");
 
     let top = local_realisation(&builder, &build).await;
@@ -160,6 +161,36 @@ async fn nix_2_26_pushes_realisations_and_substitutes_through_them(server: &Test
 
     let out = substitute_with_nix_2_26(server, "fresh", &url, Some(&read), &cache.public_key, &tag).await;
     assert_eq!(out, build.out, "the realisation led to the same output path");
+    assert_signatures_checked_by_nix_copy(server, &url, &read, &cache.public_key, &tag).await;
+}
+
+/// `nix copy --from URL 'DRV^*'` with nix 2.26 into a fresh store, trusting only `trusted`.
+async fn copy_outputs_from(server: &TestServer, name: &str, url: &str, read: &str, trusted: &str, tag: &str) -> larder_tests::NixRun {
+    let nix = PrivateNix::new(server.dir.path(), name, NixClient::Trixie);
+    nix.use_token(Some(read));
+    let file = nix.write_file("ca.nix", CA_NIX);
+    let drv = nix.run("nix-instantiate", &[&file, "--argstr", "tag", tag], "").await.expect_success("nix-instantiate");
+    let outputs = format!("{}^*", drv.stdout.trim());
+    nix.run("nix", &["copy", "--from", url, &outputs], &larder_tests::trusting(trusted)).await
+}
+
+/// `nix copy --from URL 'DRV^*'` (2.26) registers the realisations only if they carry a
+/// signature by a trusted key (`require-sigs`): `key` is, a stranger's is not.
+async fn assert_signatures_checked_by_nix_copy(server: &TestServer, url: &str, read: &str, key: &str, tag: &str) {
+    let stranger = larder_protocol::signing::SecretKey::generate("stranger-1").unwrap().public_key().to_nix_string();
+    for (name, trusted, accepted) in [("copy-trusted", key, true), ("copy-stranger", stranger.as_str(), false)] {
+        let mut run = copy_outputs_from(server, name, url, read, trusted, tag).await;
+        // nix 2.26 sometimes aborts instead of reporting the refusal: its realisation
+        // callback is completed twice when the code it calls throws (callback.hh, "Assertion
+        // `!prev' failed"). That is nix's race, not an answer of ours: ask once more.
+        if !accepted && run.stderr.contains("Assertion `!prev' failed") {
+            run = copy_outputs_from(server, &format!("{name}-again"), url, read, trusted, tag).await;
+        }
+        assert_eq!(run.success, accepted, "nix copy --from trusting {trusted}:\n{}", run.stderr);
+        if !accepted {
+            assert!(run.stderr.contains("lacks a signature by a trusted key"), "{}", run.stderr);
+        }
+    }
 }
 
 async fn nix_2_8_pushes_realisations_that_nix_2_26_substitutes(server: &TestServer) {
