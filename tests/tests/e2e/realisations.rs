@@ -16,6 +16,8 @@ on_both_backends!(
     client_held_caches_need_signed_realisations,
     realisation_uploads_are_checked,
     nix_2_26_store_info_and_absent_features,
+    collection_withdraws_realisations_with_their_paths,
+    key_rotation_re_signs_realisations,
 );
 
 /// Two content-addressed derivations, the second referring to the first at run time (so
@@ -376,4 +378,69 @@ async fn nix_2_26_store_info_and_absent_features(server: &TestServer) {
     let root = nix.chroot().expect("a chroot client").display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(&root), "something stayed mounted under {root}:\n{mounts}");
+}
+
+async fn collection_withdraws_realisations_with_their_paths(server: &TestServer) {
+    let cache = server.create_cache("ca-gc", true).await;
+    let (_, write) = server.token(&cache.name, Permission::Write).await;
+    let (_, admin) = server.token(&cache.name, Permission::Admin).await;
+    let builder = PrivateNix::new(server.dir.path(), "builder", NixClient::Trixie);
+    let build = build_ca(&builder, &unique_tag(), "").await;
+    builder.use_token(Some(&write));
+    let url = server.cache_url(&cache.name);
+    builder.run("nix", &["copy", "--to", &url, &format!("{}^*", build.drv)], "").await.expect_success("push");
+    let top = local_realisation(&builder, &build).await;
+    assert_served(server, &cache.name, None, &top, &[&cache.public_key]).await;
+
+    // Nothing is kept: the next collection deletes every path, and their realisations go too.
+    let policy = json!({"keep_days": 0, "quota_bytes": null, "quota_mode": "evict"});
+    let (status, body) = Api::anonymous(server).with(&admin).put(&format!("/caches/{}/gc", cache.name), policy).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.services().clock().advance(std::time::Duration::from_secs(86_400));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.services().collect_garbage(None, false).await.expect("collection runs").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "another collector held the lock for 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.count_rows("paths").await, 0, "the collection deleted the paths");
+    assert_eq!(server.count_rows("realisations").await, 0, "and their realisations");
+    let (status, _, text) = get_realisation(server, &cache.name, &top.id.to_string(), None).await;
+    assert_eq!((status, text.as_str()), (StatusCode::NOT_FOUND, "not found\n"));
+}
+
+async fn key_rotation_re_signs_realisations(server: &TestServer) {
+    let cache = server.create_cache("ca-rotating", true).await;
+    let (_, write) = server.token(&cache.name, Permission::Write).await;
+    let (_, admin) = server.token(&cache.name, Permission::Admin).await;
+    let nix = Nix::new(server.dir.path());
+    let top = nix.build_chain().await;
+    nix.use_token(Some(&write));
+    nix.run("nix", &["copy", "--to", &server.cache_url(&cache.name), &top], "").await.expect_success("push the chain");
+    let id = made_up_id(&top);
+    let body = realisation_json(&id, top.trim_start_matches("/nix/store/"));
+    assert_eq!(put_realisation(server, &cache.name, &id, Some(&write), body.clone()).await.0, StatusCode::OK);
+    let local = Realisation::parse(&body).unwrap();
+
+    // A new key signs existing realisations in the background, as it does paths.
+    let admin_api = Api::anonymous(server).with(&admin);
+    let (status, added) = admin_api.call(reqwest::Method::POST, &format!("/caches/{}/keys", cache.name), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let new_key = added["public_key"].as_str().unwrap().to_owned();
+    let mut signatures = 0;
+    for _ in 0..100 {
+        let (_, _, text) = get_realisation(server, &cache.name, &id, None).await;
+        signatures = Realisation::parse(&text).unwrap().signatures.len();
+        if signatures == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(signatures, 2, "both keys sign during the overlap");
+    assert_served(server, &cache.name, None, &local, &[&cache.public_key, &new_key]).await;
+
+    // Retiring the old key withdraws its signature.
+    let old_name = cache.public_key.split(':').next().unwrap();
+    let (status, answer) = admin_api.delete(&format!("/caches/{}/keys/{old_name}", cache.name), None).await;
+    assert!(status.is_success(), "{status} {answer}");
+    assert_served(server, &cache.name, None, &local, &[&new_key]).await;
 }
