@@ -18,7 +18,13 @@ on_both_backends!(
     nix_2_26_store_info_and_absent_features,
     collection_withdraws_realisations_with_their_paths,
     key_rotation_re_signs_realisations,
+    realisations_on_a_cache_host with cache_hosts_under_localhost,
 );
+
+/// Caches are also served as `{cache}.localhost` (curl resolves it to the loopback address).
+fn cache_hosts_under_localhost(settings: &mut larder_tests::Settings) {
+    settings.base_domain = Some("localhost".into());
+}
 
 /// Two content-addressed derivations, the second referring to the first at run time (so
 /// that both outputs are in the pushed closure, and the second's realisation depends on
@@ -125,7 +131,9 @@ async fn assert_served(server: &TestServer, cache: &str, token: Option<&str>, lo
 /// nothing (`max-jobs = 0` forbids it), with the given trusted key.
 async fn substitute_with_nix_2_26(server: &TestServer, name: &str, url: &str, token: Option<&str>, trusted_key: &str, tag: &str) -> String {
     let fresh = PrivateNix::new(server.dir.path(), name, NixClient::Trixie);
-    fresh.use_token(token);
+    // The netrc line names the URL's host (a cache host, or 127.0.0.1).
+    let host = url.split("://").nth(1).and_then(|rest| rest.split([':', '/']).next()).expect("a URL with a host");
+    fresh.use_tokens(&token.map(|t| vec![(host, t)]).unwrap_or_default());
     let file = fresh.write_file("ca.nix", CA_NIX);
     let config = format!("substituters = {url}\ntrusted-public-keys = {trusted_key}\nrequire-sigs = true\nmax-jobs = 0");
     let run = fresh.run("nix-build", &[&file, "--argstr", "tag", tag, "--no-out-link"], &config).await;
@@ -443,4 +451,24 @@ async fn key_rotation_re_signs_realisations(server: &TestServer) {
     let (status, answer) = admin_api.delete(&format!("/caches/{}/keys/{old_name}", cache.name), None).await;
     assert!(status.is_success(), "{status} {answer}");
     assert_served(server, &cache.name, None, &local, &[&new_key]).await;
+}
+
+/// The per-cache host names serve realisations like every other protocol route (one route
+/// table; the host only rewrites the path).
+async fn realisations_on_a_cache_host(server: &TestServer) {
+    let cache = server.create_cache("ca-host", false).await;
+    let (_, write) = server.token(&cache.name, Permission::Write).await;
+    let (_, read) = server.token(&cache.name, Permission::Read).await;
+    let port = server.base_url.rsplit(':').next().unwrap();
+    let host = format!("{}.localhost", cache.name);
+    let url = format!("http://{host}:{port}");
+
+    let builder = PrivateNix::new(server.dir.path(), "builder", NixClient::Trixie);
+    let tag = unique_tag();
+    let build = build_ca(&builder, &tag, "").await;
+    builder.use_tokens(&[(&host, &write)]);
+    builder.run("nix", &["copy", "--to", &url, &format!("{}^*", build.drv)], "").await.expect_success("push to a cache host");
+    assert_eq!(server.count_rows("realisations").await, 2);
+    let out = substitute_with_nix_2_26(server, "fresh", &url, Some(&read), &cache.public_key, &tag).await;
+    assert_eq!(out, build.out);
 }
