@@ -9,12 +9,16 @@
 # test run is scripts/test-services.sh's job, which calls this first.)
 #
 # Usage:
-#   bash scripts/provision.sh [nix|postgres|garage|browser ...]   # default: all four
+#   bash scripts/provision.sh [nix|nix_trixie|postgres|garage|browser ...]   # default: all
 #   source scripts/provision.sh                           # only define larder_provision*
 #
 # Functions (when sourced):
 #   larder_provision           all of the below
 #   larder_provision_nix       nix-bin via apt-get when `nix` is not on PATH
+#   larder_provision_nix_trixie  a Debian trixie chroot with its nix-bin (Nix 2.26) at
+#                              $LARDER_TRIXIE_NIX_ROOT (/var/cache/larder/trixie-nix), built
+#                              once with mmdebstrap (installed via apt-get when missing); the
+#                              tests run the newer client in it (see tests/src/nix.rs)
 #   larder_provision_postgres  postgresql via apt-get when no server is installed and none
 #                              answers on 127.0.0.1:5432; the pg_hba.conf trust rule for
 #                              postgres@127.0.0.1 in the local cluster when it is missing
@@ -62,6 +66,35 @@ larder_provision_nix() {
     _ts_log "nix not found: installing Debian's nix-bin"
     _ts_apt_install nix-bin
     _ts_have nix || _ts_die "nix still not on PATH after installing nix-bin"
+}
+
+# ---------------------------------------------------------------------------------------
+# A newer nix (Debian trixie's nix-bin, 2.26) in a chroot: what current clients ask of a
+# binary cache (realisations, `nix store info`) differs from bookworm's 2.8.
+
+LARDER_TRIXIE_NIX_ROOT=${LARDER_TRIXIE_NIX_ROOT:-/var/cache/larder/trixie-nix}
+
+larder_provision_nix_trixie() {
+    local root=$LARDER_TRIXIE_NIX_ROOT
+    # The marker is written last: a chroot cut short by a failed download is rebuilt.
+    if [[ -x "$root/usr/bin/nix" && -e "$root/.larder-complete" ]]; then
+        # Mount points for each test's own store and directory (tests/src/nix.rs).
+        mkdir -p "$root/nix" "$root/larder"
+        return 0
+    fi
+    _ts_have mmdebstrap || _ts_apt_install mmdebstrap
+    local building="$root.building"
+    rm -rf "$building"
+    mkdir -p "$(dirname "$root")"
+    _ts_log "building a Debian trixie chroot with nix-bin at $root (once; a few minutes)"
+    mmdebstrap --variant=apt --include=nix-bin trixie "$building" >&2
+    [[ -x "$building/usr/bin/nix" ]] || _ts_die "no nix in the trixie chroot $building after mmdebstrap"
+    mkdir -p "$building/nix" "$building/larder"
+    touch "$building/.larder-complete"
+    rm -rf "$root"
+    mv "$building" "$root"
+    # nix needs /proc; mounted in a private namespace, so it goes when the command ends.
+    _ts_log "trixie nix: $(unshare --mount --propagation private -- sh -c 'mount --rbind /proc "$1/proc" && chroot "$1" nix --version' sh "$root")"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -191,6 +224,7 @@ larder_provision_browser() {
 
 larder_provision() {
     larder_provision_nix
+    larder_provision_nix_trixie
     larder_provision_postgres
     larder_provision_garage
     larder_provision_browser
@@ -198,12 +232,12 @@ larder_provision() {
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     _ts_log_tag=provision
-    (($# > 0)) || set -- nix postgres garage browser
+    (($# > 0)) || set -- nix nix_trixie postgres garage browser
     for what in "$@"; do
         case "$what" in
-        nix | postgres | garage | browser) ;;
+        nix | nix_trixie | postgres | garage | browser) ;;
         *)
-            echo "usage: $0 [nix|postgres|garage|browser ...]   (default: all; or source it)" >&2
+            echo "usage: $0 [nix|nix_trixie|postgres|garage|browser ...]   (default: all; or source it)" >&2
             exit 2
             ;;
         esac

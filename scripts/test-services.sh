@@ -25,6 +25,8 @@
 #   TEST_S3_REGION             garage
 #   TEST_S3_ACCESS_KEY_ID      key allowed to create buckets (tests make their own)
 #   TEST_S3_SECRET_ACCESS_KEY
+#   TEST_TRIXIE_NIX_ROOT       the Debian trixie chroot holding nix 2.26 (built once by
+#                              larder_provision_nix_trixie; the tests run nix in it)
 #
 # Environment knobs: TEST_KEEP_SERVICES=1 keeps the run directory (Garage logs, data) on stop.
 
@@ -272,6 +274,8 @@ larder_services_start() {
     _ts_have garage || _ts_die "garage not found (bash scripts/provision.sh garage)"
     _ts_start_garage
 
+    export TEST_TRIXIE_NIX_ROOT="$LARDER_TRIXIE_NIX_ROOT"
+
     {
         echo "export TEST_SERVICES_RUN_DIR='$TEST_SERVICES_RUN_DIR'"
         echo "export TEST_PG_URL='$TEST_PG_URL'"
@@ -279,6 +283,7 @@ larder_services_start() {
         echo "export TEST_S3_REGION='$TEST_S3_REGION'"
         echo "export TEST_S3_ACCESS_KEY_ID='$TEST_S3_ACCESS_KEY_ID'"
         echo "export TEST_S3_SECRET_ACCESS_KEY='$TEST_S3_SECRET_ACCESS_KEY'"
+        echo "export TEST_TRIXIE_NIX_ROOT='$TEST_TRIXIE_NIX_ROOT'"
     } >"$TEST_SERVICES_RUN_DIR/env"
 }
 

@@ -14,6 +14,8 @@ pub const NARINFO_MIME: &str = "text/x-nix-narinfo";
 pub const NAR_MIME: &str = "application/x-nix-nar";
 /// `<hash>.ls`.
 pub const LISTING_MIME: &str = "application/json";
+/// `realisations/<id>.doi`.
+pub const REALISATION_MIME: &str = "application/json";
 /// `log/<drv>`.
 pub const BUILD_LOG_MIME: &str = "text/plain; charset=utf-8";
 

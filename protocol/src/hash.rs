@@ -22,7 +22,7 @@ const BASE64_LEN: usize = 44;
 
 /// A SHA-256 digest. Only sha256 is supported because it is the only
 /// algorithm nix uses for NarHash, FileHash and fingerprints.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct Sha256Hash(pub [u8; 32]);
 
 impl Sha256Hash {

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nix32;
+pub mod realisation;
 pub mod signing;
 pub mod store_path;
 

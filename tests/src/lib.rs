@@ -11,7 +11,7 @@ pub mod server;
 
 pub use api::{Api, PASSPHRASE};
 pub use larder_api::config::Settings;
-pub use nix::{assert_same_tree, trusting, Nix, NixRun};
+pub use nix::{assert_same_tree, trusting, Nix, NixClient, NixRun, PrivateNix};
 pub use server::{run_on, Backend, TestCache, TestServer};
 
 /// The 32-character hash part of an absolute store path (`/nix/store/<hash>-<name>`), which

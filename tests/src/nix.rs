@@ -239,3 +239,141 @@ pub fn assert_same_tree(original: &Path, copy: &Path) {
         |p: &Path| std::fs::symlink_metadata(p.join("bin/run")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111);
     assert_eq!(mode(original).ok(), mode(copy).ok(), "executable bits differ");
 }
+
+/// Which nix client a [`PrivateNix`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NixClient {
+    /// The machine's (Debian bookworm's nix-bin, 2.8).
+    Machine,
+    /// Debian trixie's nix-bin (2.26) in the chroot at `$TEST_TRIXIE_NIX_ROOT`, built once
+    /// by scripts/provision.sh (`larder_provision_nix_trixie`).
+    Trixie,
+}
+
+/// Where the trixie chroot is (scripts/test-services.sh exports it).
+pub fn trixie_root() -> PathBuf {
+    let root = std::env::var_os("TEST_TRIXIE_NIX_ROOT").map(PathBuf::from).unwrap_or_else(|| "/var/cache/larder/trixie-nix".into());
+    assert!(
+        root.join("usr/bin/nix").exists() && root.join(".larder-complete").exists(),
+        "no trixie chroot with nix at {}: run `bash scripts/provision.sh nix_trixie` (or scripts/test.sh)",
+        root.display()
+    );
+    root
+}
+
+/// Runs in a private mount namespace (`unshare --mount`): the bind mounts it makes exist
+/// only for that one process tree and vanish with it, whatever way it ends, so nothing is
+/// ever left mounted on the machine. Arguments: the client's root, the chroot ("" for
+/// none), then the command.
+const PRIVATE_STORE_SCRIPT: &str = r#"set -e
+root=$1 jail=$2
+shift 2
+if [ -z "$jail" ]; then
+    mount --bind "$root/nix" /nix
+    exec "$@"
+fi
+for fs in proc dev sys; do mount --rbind "/$fs" "$jail/$fs"; done
+mount --bind "$root/nix" "$jail/nix"
+mount --bind "$root" "$jail/larder"
+exec chroot "$jail" "$@"
+"#;
+
+/// A nix client with a store of its own (`/nix` of a private mount namespace is this
+/// client's directory), its own HOME, config, netrc and a fresh client cache per call;
+/// optionally the newer nix of the trixie chroot. Builds here touch no other test's store,
+/// nor the machine's.
+pub struct PrivateNix {
+    /// On the machine.
+    root: PathBuf,
+    /// Where the command sees `root`: the same path, or `/larder` in the chroot.
+    seen_as: PathBuf,
+    chroot: Option<PathBuf>,
+    calls: AtomicUsize,
+}
+
+impl PrivateNix {
+    /// A client under `dir/<name>` (a directory of the test's own).
+    pub fn new(dir: &Path, name: &str, client: NixClient) -> Self {
+        let root = dir.join(name);
+        for sub in ["home", "conf", "cache", "nix"] {
+            std::fs::create_dir_all(root.join(sub)).expect("nix client dirs");
+        }
+        std::fs::write(root.join("netrc"), "").expect("netrc");
+        let (chroot, seen_as) = match client {
+            NixClient::Machine => (None, root.clone()),
+            NixClient::Trixie => (Some(trixie_root()), PathBuf::from("/larder")),
+        };
+        Self { root, seen_as, chroot, calls: AtomicUsize::new(0) }
+    }
+
+    /// A file of this client's directory, as the machine sees it.
+    pub fn host_path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// The same file as nix sees it.
+    pub fn nix_path(&self, relative: &str) -> String {
+        self.seen_as.join(relative).display().to_string()
+    }
+
+    /// One netrc line per (host, token); none for an empty list.
+    pub fn use_tokens(&self, hosts: &[(&str, &str)]) {
+        let netrc: String = hosts.iter().map(|(host, token)| format!("machine {host} login larder password {token}\n")).collect();
+        std::fs::write(self.root.join("netrc"), netrc).expect("write netrc");
+    }
+
+    pub fn use_token(&self, token: Option<&str>) {
+        match token {
+            Some(token) => self.use_tokens(&[("127.0.0.1", token)]),
+            None => self.use_tokens(&[]),
+        }
+    }
+
+    /// Runs a command of the client (`nix`, `nix-build`, …) with ca-derivations enabled;
+    /// `extra_config` lines are appended to NIX_CONFIG.
+    pub async fn run(&self, program: &str, args: &[&str], extra_config: &str) -> NixRun {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let config = format!(
+            "experimental-features = nix-command ca-derivations\nsandbox = false\nbuild-users-group =\nsubstituters =\n\
+             netrc-file = {}\nnarinfo-cache-negative-ttl = 0\nnarinfo-cache-positive-ttl = 0\n\
+             connect-timeout = 10\n{extra_config}\n",
+            self.nix_path("netrc")
+        );
+        let jail = self.chroot.as_ref().map_or(String::new(), |p| p.display().to_string());
+        let output = tokio::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c", PRIVATE_STORE_SCRIPT, "sh"])
+            .arg(&self.root)
+            .arg(&jail)
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.nix_path("home"))
+            .env("XDG_CACHE_HOME", self.nix_path(&format!("cache/{call}")))
+            .env("XDG_CONFIG_HOME", self.nix_path("home/.config"))
+            .env("NIX_CONF_DIR", self.nix_path("conf"))
+            .env("NIX_CONFIG", config)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {program} through unshare: {e}"));
+        NixRun::from(output)
+    }
+
+    /// `nix --version`'s number, e.g. "2.26.3".
+    pub async fn version(&self) -> String {
+        let run = self.run("nix", &["--version"], "").await.expect_success("nix --version");
+        run.stdout.split_whitespace().last().unwrap_or_default().to_owned()
+    }
+
+    /// Writes `text` to a file of the client's directory; returns its path as nix sees it.
+    pub fn write_file(&self, relative: &str, text: &str) -> String {
+        std::fs::write(self.root.join(relative), text).expect("write a file for nix");
+        self.nix_path(relative)
+    }
+
+    /// The trixie chroot this client runs in, if any.
+    pub fn chroot(&self) -> Option<&Path> {
+        self.chroot.as_deref()
+    }
+}

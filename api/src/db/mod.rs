@@ -7,6 +7,7 @@ mod accounts;
 mod caches;
 mod gc;
 mod nars;
+mod realisations;
 mod tokens;
 mod uploads;
 
@@ -20,6 +21,7 @@ pub use accounts::AccountConflict;
 pub use caches::NewCache;
 pub use gc::{BatchOutcome, CacheGraph, CacheUsage, CollectorLock, GcPath, QueuedDelete, Referrer};
 pub use nars::PublishRefused;
+pub use realisations::RealisationRefused;
 
 /// How many values one statement binds at most when a query takes a list (SQLite's and
 /// Postgres's limits are far above it); longer lists are sent in chunks of this size.

@@ -30,6 +30,7 @@ integer_id!(
 integer_id!(AccountId);
 integer_id!(NarId);
 integer_id!(PathId);
+integer_id!(RealisationId);
 
 /// A token's id: the `jti` of its JWT, a random UUID.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,9 +5,10 @@ use actix_web::body::SizedStream;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use larder_protocol::binary_cache::{
-    parse_hash_part, parse_nar_file_name, BUILD_LOG_MIME, CACHE_INFO_MIME, LISTING_MIME, NARINFO_MIME, NAR_MIME,
+    parse_hash_part, parse_nar_file_name, BUILD_LOG_MIME, CACHE_INFO_MIME, LISTING_MIME, NARINFO_MIME, NAR_MIME, REALISATION_MIME,
 };
 use larder_protocol::narinfo::MAX_NARINFO_SIZE;
+use larder_protocol::realisation::{DrvOutputId, MAX_REALISATION_SIZE};
 
 use super::body::{self, Credentials};
 use super::errors::NixError;
@@ -213,6 +214,44 @@ pub async fn put_nar(
     let (file_hash, extension) =
         parse_nar_file_name(&file.1).map_err(|e| ServiceError::BadRequest(format!("bad NAR file name '{}': {e}", file.1)))?;
     services.receive_nar(&cache, file_hash, extension, body::content_length(&req), body::stream(payload)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// The `{id}` of `realisations/{id}.doi`.
+fn realisation_id_segment(req: &HttpRequest) -> &str {
+    req.match_info().get("id").unwrap_or_default()
+}
+
+pub async fn get_realisation(services: web::Data<Services>, cache: CachePath, credentials: Credentials, req: HttpRequest) -> NixResult {
+    let (cache, _) = access(&services, &cache, &credentials, Permission::Read).await?;
+    // Not a derivation output id: no lookup at all.
+    let Ok(id) = DrvOutputId::parse(realisation_id_segment(&req)) else {
+        return Ok(not_found());
+    };
+    Ok(match services.realisation(&cache, &id).await? {
+        Some(json) => HttpResponse::Ok()
+            .content_type(REALISATION_MIME)
+            .insert_header((header::CACHE_CONTROL, narinfo_cache_control(&cache)))
+            .body(json),
+        None => not_found(),
+    })
+}
+
+/// Written by nix after the output paths themselves (`nix copy --to URL 'DRV^*'`).
+pub async fn put_realisation(
+    services: web::Data<Services>,
+    cache: CachePath,
+    credentials: Credentials,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> NixResult {
+    let (cache, _) = upload_access(&services, &cache, &credentials).await?;
+    let limit = services.limits().max_small_upload.min(MAX_REALISATION_SIZE as u64);
+    let body = body::read_small(&req, payload, limit).await?;
+    let id = DrvOutputId::parse(realisation_id_segment(&req))
+        .map_err(|e| ServiceError::BadRequest(format!("cannot upload '{}.doi': {e}", realisation_id_segment(&req))))?;
+    let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("realisation is not UTF-8".into()))?;
+    services.put_realisation(&cache, &id, text).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

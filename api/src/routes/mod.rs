@@ -102,6 +102,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(bc::put_nar)),
         )
         .service(
+            web::resource("/{cache}/realisations/{id}.doi")
+                .route(web::get().to(bc::get_realisation))
+                .route(web::head().to(bc::get_realisation))
+                .route(web::put().to(bc::put_realisation)),
+        )
+        .service(
             web::resource("/{cache}/log/{drv}")
                 .route(web::get().to(bc::get_log))
                 .route(web::head().to(bc::get_log))

@@ -184,7 +184,8 @@ impl Services {
         });
     }
 
-    /// Adds the signatures of every active key that a path lacks, for all of a cache's paths.
+    /// Adds the signatures of every active key that a path (or realisation) lacks, for all
+    /// of a cache's paths and realisations.
     #[tracing::instrument(skip_all, fields(cache = %cache.name))]
     async fn resign_paths(&self, cache: &Cache) -> ServiceResult<()> {
         let keys = self.secret_keys(cache).await?;
@@ -209,20 +210,15 @@ impl Services {
             }
         }
         self.inner.memo.forget_narinfos();
-        tracing::info!(resigned, "re-signed paths");
+        let realisations = self.resign_realisations(cache).await?;
+        tracing::info!(resigned, realisations, "re-signed paths and realisations");
         Ok(())
     }
 
     /// For a client-held cache: the pushed signatures that verify under its active keys.
     /// At least one is required, else the push is refused naming the expected keys.
     pub(super) async fn verified_client_signatures(&self, cache: &Cache, info: &NarInfo) -> ServiceResult<Vec<Signature>> {
-        let keys: Vec<PublicKey> =
-            self.db().active_signing_keys(cache.id).await?.into_iter().filter(|k| k.secret.is_none()).map(|k| k.public_key).collect();
-        if keys.is_empty() {
-            return Err(ServiceError::BadRequest(
-                "this cache's keys are client-held but none is registered: register a public key first".into(),
-            ));
-        }
+        let keys = self.client_public_keys(cache).await?;
         let fingerprint = info.fingerprint();
         let valid: Vec<Signature> =
             info.sigs.iter().filter(|sig| keys.iter().any(|k| k.verify(fingerprint.as_bytes(), sig))).cloned().collect();
@@ -235,5 +231,17 @@ impl Services {
             )));
         }
         Ok(valid)
+    }
+
+    /// The active public keys of a client-held cache; refused when none is registered.
+    pub(super) async fn client_public_keys(&self, cache: &Cache) -> ServiceResult<Vec<PublicKey>> {
+        let keys: Vec<PublicKey> =
+            self.db().active_signing_keys(cache.id).await?.into_iter().filter(|k| k.secret.is_none()).map(|k| k.public_key).collect();
+        if keys.is_empty() {
+            return Err(ServiceError::BadRequest(
+                "this cache's keys are client-held but none is registered: register a public key first".into(),
+            ));
+        }
+        Ok(keys)
     }
 }

@@ -12,6 +12,7 @@ mod keys;
 mod limited_body;
 mod memo;
 mod nar_verifier;
+mod realisations;
 mod substitute;
 mod tokens;
 mod upload;

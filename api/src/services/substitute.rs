@@ -52,7 +52,7 @@ impl Services {
     }
 
     /// The names of a cache's active keys, remembered for a while (see `memo`).
-    async fn active_key_names(&self, cache: &Cache) -> ServiceResult<Arc<Vec<String>>> {
+    pub(super) async fn active_key_names(&self, cache: &Cache) -> ServiceResult<Arc<Vec<String>>> {
         if let Some(names) = self.inner.memo.active_keys(cache.id) {
             return Ok(names);
         }

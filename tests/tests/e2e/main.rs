@@ -14,6 +14,7 @@ mod keys;
 mod openapi;
 mod operator;
 mod push_api;
+mod realisations;
 mod redirects;
 mod security;
 mod staleness;
