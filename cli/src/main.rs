@@ -3,8 +3,11 @@
 mod client;
 mod config;
 mod nixconf;
+mod nixstore;
 mod progress;
 mod push;
+mod queue;
+mod watch;
 
 use std::io::BufRead;
 use std::os::unix::fs::MetadataExt;
@@ -72,6 +75,13 @@ enum Command {
     /// Signing keys of a cache.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Push every new store path (with its closure) to CACHE as it appears, and what
+    /// `post-build-hook` queued, until SIGINT or SIGTERM; retries while the server is away.
+    WatchStore(watch::WatchStoreArgs),
+    /// For nix.conf's `post-build-hook`, through a script (nix passes no arguments):
+    /// `exec larder post-build-hook CACHE`. Queues $OUT_PATHS for `watch-store CACHE` and
+    /// returns at once; never waits for the network.
+    PostBuildHook(watch::PostBuildHookArgs),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +186,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cache(command) => cache_command(&connect(cli.server, cli.token)?, command).await,
         Command::Token(command) => token_command(&connect(cli.server, cli.token)?, command).await,
         Command::Key(command) => key_command(&connect(cli.server, cli.token)?, command).await,
+        Command::WatchStore(args) => watch::watch_store(connect(cli.server, cli.token)?, args).await,
+        Command::PostBuildHook(args) => watch::post_build_hook(args),
     }
 }
 

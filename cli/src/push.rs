@@ -1,5 +1,5 @@
 //! `larder push`: a closure to a cache, asking once which paths it lacks, then each NAR
-//! through an upload session, several at once. A NAR streams from `nix-store --dump`
+//! through an upload session, several at once. A NAR streams from `nix store dump-path`
 //! (through zstd when the cache stores zstd) into a temporary file, then up in parts, each
 //! retried on its own after a dropped connection or a server restart; a path is completed
 //! only once every path it references is, so the server can publish it at once.
@@ -389,15 +389,17 @@ async fn missing_of(client: &Client, cache: &str, paths: Vec<PathInfo>) -> anyho
     Ok(paths.into_iter().filter(|p| missing.contains(&p.path.to_absolute())).collect())
 }
 
-/// `nix-store --dump` of `path` into `into`, zstd-compressed or not as `wire` says.
+/// The NAR of `path` into `into`, zstd-compressed or not as `wire` says. `nix store
+/// dump-path`, unlike `nix-store --dump`, reads the store nix is configured for (a chroot
+/// store too), not the machine's /nix/store.
 async fn dump_nar(path: &str, into: &Path, wire: api::NarEncoding) -> anyhow::Result<()> {
-    let mut dump = tokio::process::Command::new("nix-store")
-        .args(["--dump", path])
+    let mut dump = tokio::process::Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "store", "dump-path", path])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("running nix-store --dump")?;
+        .context("running nix store dump-path (is nix installed?)")?;
     let mut stdout = dump.stdout.take().expect("piped");
     // Buffered: each write to a tokio File is a hop to a blocking thread.
     let file = tokio::io::BufWriter::with_capacity(1024 * 1024, tokio::fs::File::create(into).await?);
@@ -415,7 +417,7 @@ async fn dump_nar(path: &str, into: &Path, wire: api::NarEncoding) -> anyhow::Re
     }
     let output = dump.wait_with_output().await?;
     if !output.status.success() {
-        bail!("nix-store --dump {path} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!("nix store dump-path {path} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }

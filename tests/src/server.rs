@@ -26,7 +26,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub settings: Settings,
     services: Services,
-    handle: actix_web::dev::ServerHandle,
+    /// Behind a lock so that [`TestServer::serve_again`] can replace it.
+    handle: std::sync::Mutex<actix_web::dev::ServerHandle>,
     database: Option<TestDatabase>,
     bucket: Option<TestBucket>,
     pub http: reqwest::Client,
@@ -65,6 +66,7 @@ impl TestServer {
         let services = app.services().clone();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
+        let handle = std::sync::Mutex::new(handle);
         Self { backend, base_url, dir, settings, services, handle, database, bucket, http: reqwest::Client::new() }
     }
 
@@ -78,6 +80,24 @@ impl TestServer {
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         (url, handle)
+    }
+
+    /// Stops serving at once, open connections dropped, as a server that goes down; its
+    /// data stays, for [`TestServer::serve_again`]. [`TestServer::services`] closes with it:
+    /// talk to the server over HTTP from then on.
+    pub async fn stop_serving(&self) {
+        let handle = self.handle.lock().expect("server handle").clone();
+        handle.stop(false).await;
+    }
+
+    /// Serves again on the same port, from the same database, storage and secrets, as the
+    /// same server after a restart.
+    pub async fn serve_again(&self) {
+        let mut settings = self.settings.clone();
+        settings.listen = self.base_url.trim_start_matches("http://").parse().expect("base URL is an address");
+        let app = Application::build(settings).await.expect("server starts again");
+        *self.handle.lock().expect("server handle") = app.handle();
+        tokio::spawn(app.run_until_stopped());
     }
 
     pub fn services(&self) -> &Services {
@@ -174,7 +194,8 @@ impl TestServer {
 
     /// Stops the server and removes its database and bucket.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
+        let handle = self.handle.lock().expect("server handle").clone();
+        handle.stop(true).await;
         self.services.close().await;
         if let Some(bucket) = &self.bucket {
             bucket.remove().await;

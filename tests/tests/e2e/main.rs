@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod cache_hosts;
 mod cli;
+mod cli_watch;
 mod dashboard;
 mod dashboard_http;
 mod gc;
