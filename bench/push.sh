@@ -94,29 +94,36 @@ TOKEN=$(api -X POST "$BASE/api/v1/tokens" -H "authorization: Bearer $SESSION" -d
 echo "machine 127.0.0.1 login larder password $TOKEN" > "$WORK/netrc"
 "$CLI_BIN" login --server "$BASE" --token "$TOKEN" >/dev/null
 
-# One timed run: prints "seconds peak-RSS-KiB".
+# One timed run: prints "seconds peak-RSS-KiB client-CPU-seconds".
 timed() {
-    /usr/bin/time -f '%e %M' -o "$WORK/time" timeout 900 "$@" > "$WORK/out" 2>&1 || { cat "$WORK/out" >&2; exit 1; }
-    cat "$WORK/time"
+    /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" timeout 900 "$@" > "$WORK/out" 2>&1 || { cat "$WORK/out" >&2; exit 1; }
+    awk '{printf "%s %s %.2f\n", $1, $2, $3 + $4}' "$WORK/time"
 }
 
-declare -A SECS RSS
+# The server's CPU seconds so far (user + system, from /proc).
+server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$SERVER_PID/stat"; }
+
+declare -A SECS RSS CPU SCPU
 for round in $(seq "$ROUNDS"); do
     for how in larder-push nix-copy-http nix-copy-file; do
         cache=r$round-$how
+        before=$(server_cpu)
         case $how in
             larder-push)
                 api -X POST "$BASE/api/v1/caches" -H "authorization: Bearer $TOKEN" -d "{\"name\":\"$cache\",\"public\":false}" >/dev/null
-                read -r s m < <(timed "$CLI_BIN" push "$cache" "$TOP" --jobs "$JOBS") ;;
+                read -r s m c < <(timed "$CLI_BIN" push "$cache" "$TOP" --jobs "$JOBS") ;;
             nix-copy-http)
                 api -X POST "$BASE/api/v1/caches" -H "authorization: Bearer $TOKEN" -d "{\"name\":\"$cache\",\"public\":false}" >/dev/null
-                read -r s m < <(timed nix copy --to "$BASE/$cache?compression=zstd" "$TOP") ;;
+                read -r s m c < <(timed nix copy --to "$BASE/$cache?compression=zstd" "$TOP") ;;
             nix-copy-file)
-                read -r s m < <(timed nix copy --to "file://$WORK/file-$cache?compression=zstd" "$TOP") ;;
+                read -r s m c < <(timed nix copy --to "file://$WORK/file-$cache?compression=zstd" "$TOP") ;;
         esac
+        sc=$(awk -v a="$(server_cpu)" -v b="$before" 'BEGIN {printf "%.2f", a - b}')
         SECS[$how]+="$s "
         RSS[$how]+="$m "
-        echo "round $round $how: ${s}s, client peak RSS ${m} KiB" >&2
+        CPU[$how]+="$c "
+        SCPU[$how]+="$sc "
+        echo "round $round $how: ${s}s, client peak RSS ${m} KiB, CPU client ${c}s server ${sc}s" >&2
     done
 done
 
@@ -125,11 +132,11 @@ server_rss=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
 file_median=$(echo "${SECS[nix-copy-file]}" | median)
 echo
 echo "closure: $PATHS_N paths x $SIZE random bytes (zstd), $ROUNDS rounds, larder push --jobs $JOBS"
-echo "| client | median s | / nix copy file:// | median client peak RSS KiB |"
-echo "|---|---|---|---|"
+echo "| client | median s | / nix copy file:// | median client peak RSS KiB | median CPU s, client | median CPU s, server |"
+echo "|---|---|---|---|---|---|"
 for how in larder-push nix-copy-http nix-copy-file; do
     s=$(echo "${SECS[$how]}" | median)
-    echo "| $how | $s | $(awk -v a="$s" -v b="$file_median" 'BEGIN {printf "%.2f", a / b}') | $(echo "${RSS[$how]}" | median) |"
+    echo "| $how | $s | $(awk -v a="$s" -v b="$file_median" 'BEGIN {printf "%.2f", a / b}') | $(echo "${RSS[$how]}" | median) | $(echo "${CPU[$how]}" | median) | $(echo "${SCPU[$how]}" | median) |"
 done
 echo "server peak RSS: $server_rss KiB"
 nix-store --delete "$TOP" >/dev/null 2>&1 || true

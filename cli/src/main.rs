@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod nar_dump;
 mod nixconf;
 mod nixstore;
 mod progress;

@@ -1,23 +1,22 @@
 //! `larder push`: a closure to a cache, asking once which paths it lacks, then each NAR
-//! through an upload session, several at once. A NAR streams from `nix store dump-path`
-//! (through zstd when the cache stores zstd) into a temporary file, then up in parts, each
+//! through an upload session, several at once. Each NAR is serialised from the store's files
+//! (through zstd when the cache stores zstd) into a temporary file, then sent in parts, each
 //! retried on its own after a dropped connection or a server restart; a path is completed
 //! only once every path it references is, so the server can publish it at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use async_compression::tokio::write::ZstdEncoder;
 use larder_api_types as api;
 use larder_protocol::compression::Compression;
 use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::{SecretKey, Signature};
 use larder_protocol::store_path::StorePath;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::client::{is_transient, Client};
@@ -207,6 +206,7 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
         client: client.clone(),
         cache: cache.to_owned(),
         wire: info.compression,
+        store_dir: crate::nixstore::real_store_dir().await?,
         signing_key: options.signing_key,
         permits: tokio::sync::Semaphore::new(options.jobs.max(1)),
         progress,
@@ -256,6 +256,8 @@ struct Pusher {
     client: Client,
     cache: String,
     wire: api::NarEncoding,
+    /// Where the store's files are (a chroot store's are not in /nix/store).
+    store_dir: PathBuf,
     signing_key: Option<SecretKey>,
     /// Paths whose NARs are being prepared or sent at once (`--jobs`).
     permits: tokio::sync::Semaphore,
@@ -335,7 +337,7 @@ impl Pusher {
         let name = path.path.to_absolute();
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("nar");
-        dump_nar(&name, &file, self.wire).await?;
+        dump_nar(self.store_dir.join(path.path.base_name()), file.clone(), self.wire).await?;
         let size = tokio::fs::metadata(&file).await?.len();
         let part_size = session.part_size.max(1);
         let mut sent = 0;
@@ -389,37 +391,28 @@ async fn missing_of(client: &Client, cache: &str, paths: Vec<PathInfo>) -> anyho
     Ok(paths.into_iter().filter(|p| missing.contains(&p.path.to_absolute())).collect())
 }
 
-/// The NAR of `path` into `into`, zstd-compressed or not as `wire` says. `nix store
-/// dump-path`, unlike `nix-store --dump`, reads the store nix is configured for (a chroot
-/// store too), not the machine's /nix/store.
-async fn dump_nar(path: &str, into: &Path, wire: api::NarEncoding) -> anyhow::Result<()> {
-    let mut dump = tokio::process::Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "store", "dump-path", path])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running nix store dump-path (is nix installed?)")?;
-    let mut stdout = dump.stdout.take().expect("piped");
-    // Buffered: each write to a tokio File is a hop to a blocking thread.
-    let file = tokio::io::BufWriter::with_capacity(1024 * 1024, tokio::fs::File::create(into).await?);
-    match wire {
-        api::NarEncoding::Zstd => {
-            let mut encoder = ZstdEncoder::new(file);
-            tokio::io::copy(&mut stdout, &mut encoder).await?;
-            encoder.shutdown().await?;
+/// The NAR of the store path whose files are at `real` into `into`, zstd-compressed or
+/// not as `wire` says; on a blocking thread, since it is file IO and compression.
+async fn dump_nar(real: PathBuf, into: PathBuf, wire: api::NarEncoding) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let file = std::io::BufWriter::with_capacity(1024 * 1024, std::fs::File::create(&into)?);
+        let failed = || format!("reading {} to push it", real.display());
+        match wire {
+            api::NarEncoding::Zstd => {
+                // Level 0 is zstd's default (3), which nix uses too.
+                let mut encoder = zstd::stream::write::Encoder::new(file, 0)?;
+                crate::nar_dump::dump(&real, &mut encoder).with_context(failed)?;
+                encoder.finish()?.flush()?;
+            }
+            api::NarEncoding::None => {
+                let mut file = file;
+                crate::nar_dump::dump(&real, &mut file).with_context(failed)?;
+                file.flush()?;
+            }
         }
-        api::NarEncoding::None => {
-            let mut file = file;
-            tokio::io::copy(&mut stdout, &mut file).await?;
-            file.shutdown().await?;
-        }
-    }
-    let output = dump.wait_with_output().await?;
-    if !output.status.success() {
-        bail!("nix store dump-path {path} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(())
+        Ok(())
+    })
+    .await?
 }
 
 #[cfg(test)]
