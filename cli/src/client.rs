@@ -119,6 +119,37 @@ impl Client {
         }
     }
 
+    /// PUTs a small body to a binary-cache URL.
+    pub async fn put_text(&self, url: &str, content_type: &str, body: String) -> anyhow::Result<()> {
+        let request = self.authorized(self.http.put(url)).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        self.send_put(request).await
+    }
+
+    /// PUTs a file to a binary-cache URL, streamed from disk.
+    pub async fn put_file(&self, url: &str, content_type: &str, file: &std::path::Path, size: u64) -> anyhow::Result<()> {
+        let reader = tokio::fs::File::open(file).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024));
+        let request = self
+            .authorized(self.http.put(url))
+            .timeout(LONG_REQUEST)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body);
+        self.send_put(request).await
+    }
+
+    /// Sends a binary-cache PUT; failures worth retrying are [`Transient`].
+    async fn send_put(&self, request: reqwest::RequestBuilder) -> anyhow::Result<()> {
+        let response = request.send().await.map_err(|error| Transient(unreachable_server(&self.server, &error)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let refused = protocol_refusal(status, text.trim(), self.token.is_some());
+        Err(if is_transient_status(status) { Transient(refused).into() } else { refused })
+    }
+
     /// Whether the server answers at all (`/healthz`).
     pub async fn check_reachable(&self) -> anyhow::Result<()> {
         let url = format!("{}/healthz", self.server);
@@ -132,6 +163,19 @@ impl Client {
 
 fn unreachable_server(server: &str, error: &reqwest::Error) -> anyhow::Error {
     anyhow!("cannot reach the server at {server} ({error}): check the URL (--server, LARDER_SERVER or `larder login`) and your network")
+}
+
+/// A refusal on the binary cache protocol (short text bodies), in words that say what to do.
+fn protocol_refusal(status: StatusCode, body: &str, had_token: bool) -> anyhow::Error {
+    let said = if body.is_empty() { String::new() } else { format!(": {body}") };
+    match status {
+        StatusCode::UNAUTHORIZED if !had_token => anyhow!("the cache needs a token ({status}){said}\nRun `larder login` with a write token."),
+        StatusCode::UNAUTHORIZED => anyhow!(
+            "the token was refused ({status}){said}\nIt may have expired or been revoked, or be for another cache: create a new one and `larder login` again."
+        ),
+        StatusCode::FORBIDDEN => anyhow!("the token may not push ({status}){said}\nUse a token with write permission."),
+        _ => anyhow!("the server refused ({status}){said}"),
+    }
 }
 
 /// A refusal in words that say what to do.

@@ -1,8 +1,9 @@
-//! `larder push`: a closure to a cache, asking once which paths it lacks, then each NAR
-//! through an upload session, several at once. Each NAR is serialised from the store's files
-//! (through zstd when the cache stores zstd) into a temporary file, then sent in parts, each
-//! retried on its own after a dropped connection or a server restart; a path is completed
-//! only once every path it references is, so the server can publish it at once.
+//! `larder push`: a closure to a cache, asking once which paths it lacks, then the NARs,
+//! several at once. Each NAR is serialised from the store's files (through zstd when the
+//! cache stores zstd) into a temporary file; a large one goes through an upload session in
+//! parts, each retried on its own after a dropped connection or a server restart, a small
+//! one in one PUT as nix sends it. A path is completed (or its narinfo sent) only once every
+//! path it references is, so the server can publish it at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use larder_api_types as api;
 use larder_protocol::compression::Compression;
-use larder_protocol::hash::Sha256Hash;
+use larder_protocol::hash::{Sha256Hash, Sha256Hasher};
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::{SecretKey, Signature};
 use larder_protocol::store_path::StorePath;
@@ -206,6 +207,7 @@ pub async fn push(client: &Client, cache: &str, paths: Vec<String>, options: Pus
         client: client.clone(),
         cache: cache.to_owned(),
         wire: info.compression,
+        substituter: info.substituter.clone(),
         store_dir: crate::nixstore::real_store_dir().await?,
         signing_key: options.signing_key,
         permits: tokio::sync::Semaphore::new(options.jobs.max(1)),
@@ -256,12 +258,47 @@ struct Pusher {
     client: Client,
     cache: String,
     wire: api::NarEncoding,
+    /// The cache's binary-cache URL, for small NARs (see [`SMALL_NAR`]).
+    substituter: String,
     /// Where the store's files are (a chroot store's are not in /nix/store).
     store_dir: PathBuf,
     signing_key: Option<SecretKey>,
     /// Paths whose NARs are being prepared or sent at once (`--jobs`).
     permits: tokio::sync::Semaphore,
     progress: Progress,
+}
+
+/// NARs up to this size (uncompressed) go over the binary cache protocol, larger ones
+/// through upload sessions (parts, resumable).
+const SMALL_NAR: u64 = 4 << 20;
+
+/// What a path's narinfo says before its NAR is stored: no URL, file hash or signature.
+fn unsigned_narinfo(path: &PathInfo) -> NarInfo {
+    NarInfo {
+        store_path: path.path.clone(),
+        url: String::new(),
+        compression: Compression::None,
+        file_hash: None,
+        file_size: None,
+        nar_hash: path.nar_hash,
+        nar_size: path.nar_size,
+        references: path.references.clone(),
+        deriver: path.deriver.clone(),
+        system: None,
+        sigs: Vec::new(),
+        ca: path.ca.clone(),
+    }
+}
+
+/// Waits until every reference pushed alongside is published.
+async fn wait_for(references: Vec<watch::Receiver<Option<bool>>>, name: &str) -> anyhow::Result<()> {
+    for mut reference in references {
+        let ok = *reference.wait_for(Option::is_some).await.map_err(|_| anyhow::anyhow!("a reference's push ended early"))?;
+        if ok != Some(true) {
+            bail!("{name} was not pushed: a path it references could not be pushed");
+        }
+    }
+    Ok(())
 }
 
 /// How long an operation is tried again after transient failures (the server restarting,
@@ -271,6 +308,9 @@ const RETRY_FOR: Duration = Duration::from_secs(120);
 impl Pusher {
     /// Sends one path's NAR and publishes it; returns the bytes sent.
     async fn push_one(&self, path: &PathInfo, references: Vec<watch::Receiver<Option<bool>>>) -> anyhow::Result<u64> {
+        if path.nar_size <= SMALL_NAR {
+            return self.push_small(path, references).await;
+        }
         let permit = self.permits.acquire().await?;
         let name = path.path.to_absolute();
         let request = self.new_upload(path);
@@ -286,38 +326,61 @@ impl Pusher {
         };
         let sent = self.send_parts(path, &session).await?;
         drop(permit);
-        for mut reference in references {
-            let ok = *reference.wait_for(Option::is_some).await.map_err(|_| anyhow::anyhow!("a reference's push ended early"))?;
-            if ok != Some(true) {
-                bail!("{name} was not pushed: a path it references could not be pushed");
-            }
-        }
+        wait_for(references, &name).await?;
         let complete = format!("/caches/{}/uploads/{}/complete", self.cache, session.id);
         retrying(&format!("completing the upload of {name}"), || self.client.post_long::<api::CompletedUpload>(&complete, &())).await?;
         self.progress.path_done(&name);
         Ok(sent)
     }
 
-    fn new_upload(&self, path: &PathInfo) -> api::NewUpload {
+    /// A small NAR over the binary cache protocol, as nix pushes: one PUT of the NAR, then
+    /// the narinfo once the references are in. Half the requests and none of a session's
+    /// bookkeeping, where resuming parts buys nothing.
+    async fn push_small(&self, path: &PathInfo, references: Vec<watch::Receiver<Option<bool>>>) -> anyhow::Result<u64> {
+        let permit = self.permits.acquire().await?;
+        let name = path.path.to_absolute();
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("nar");
+        let (file_hash, file_size) = dump_nar(self.store_dir.join(path.path.base_name()), file.clone(), self.wire).await?;
+        let compression = match self.wire {
+            api::NarEncoding::Zstd => Compression::Zstd,
+            api::NarEncoding::None => Compression::None,
+        };
+        let nar_url = larder_protocol::compression::nar_url(&file_hash, compression);
+        let put = format!("{}/{nar_url}", self.substituter);
+        retrying(&format!("sending the NAR of {name}"), || self.client.put_file(&put, "application/x-nix-nar", &file, file_size)).await?;
+        self.progress.sent(file_size);
+        drop(dir);
+        drop(permit);
+        wait_for(references, &name).await?;
+        let narinfo = NarInfo {
+            url: nar_url,
+            compression,
+            file_hash: Some(file_hash),
+            file_size: Some(file_size),
+            sigs: self.signatures(path),
+            ..unsigned_narinfo(path)
+        };
+        let text = narinfo.render();
+        let put = format!("{}/{}.narinfo", self.substituter, path.path.hash());
+        retrying(&format!("publishing {name}"), || self.client.put_text(&put, "text/x-nix-narinfo", text.clone())).await?;
+        self.progress.path_done(&name);
+        Ok(file_size)
+    }
+
+    /// The path's own signatures, and this push's when it signs.
+    fn signatures(&self, path: &PathInfo) -> Vec<Signature> {
         let mut signatures = path.signatures.clone();
         if let Some(key) = &self.signing_key {
-            let mut narinfo = NarInfo {
-                store_path: path.path.clone(),
-                url: String::new(),
-                compression: Compression::None,
-                file_hash: None,
-                file_size: None,
-                nar_hash: path.nar_hash,
-                nar_size: path.nar_size,
-                references: path.references.clone(),
-                deriver: path.deriver.clone(),
-                system: None,
-                sigs: Vec::new(),
-                ca: path.ca.clone(),
-            };
+            let mut narinfo = unsigned_narinfo(path);
             narinfo.sign(key);
             signatures.extend(narinfo.sigs);
         }
+        signatures
+    }
+
+    fn new_upload(&self, path: &PathInfo) -> api::NewUpload {
+        let signatures = self.signatures(path);
         api::NewUpload {
             store_path: path.path.to_absolute(),
             nar_hash: path.nar_hash.to_typed_nix32(),
@@ -337,8 +400,7 @@ impl Pusher {
         let name = path.path.to_absolute();
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("nar");
-        dump_nar(self.store_dir.join(path.path.base_name()), file.clone(), self.wire).await?;
-        let size = tokio::fs::metadata(&file).await?.len();
+        let (_, size) = dump_nar(self.store_dir.join(path.path.base_name()), file.clone(), self.wire).await?;
         let part_size = session.part_size.max(1);
         let mut sent = 0;
         for number in 1..=size.div_ceil(part_size) {
@@ -392,27 +454,46 @@ async fn missing_of(client: &Client, cache: &str, paths: Vec<PathInfo>) -> anyho
 }
 
 /// The NAR of the store path whose files are at `real` into `into`, zstd-compressed or
-/// not as `wire` says; on a blocking thread, since it is file IO and compression.
-async fn dump_nar(real: PathBuf, into: PathBuf, wire: api::NarEncoding) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+/// not as `wire` says; returns the file's hash and size. On a blocking thread, since it is
+/// file IO and compression.
+async fn dump_nar(real: PathBuf, into: PathBuf, wire: api::NarEncoding) -> anyhow::Result<(Sha256Hash, u64)> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(Sha256Hash, u64)> {
         let file = std::io::BufWriter::with_capacity(1024 * 1024, std::fs::File::create(&into)?);
+        let mut file = HashingWriter { inner: file, hasher: Sha256Hasher::new(), written: 0 };
         let failed = || format!("reading {} to push it", real.display());
         match wire {
             api::NarEncoding::Zstd => {
                 // Level 0 is zstd's default (3), which nix uses too.
-                let mut encoder = zstd::stream::write::Encoder::new(file, 0)?;
+                let mut encoder = zstd::stream::write::Encoder::new(&mut file, 0)?;
                 crate::nar_dump::dump(&real, &mut encoder).with_context(failed)?;
-                encoder.finish()?.flush()?;
+                encoder.finish()?;
             }
-            api::NarEncoding::None => {
-                let mut file = file;
-                crate::nar_dump::dump(&real, &mut file).with_context(failed)?;
-                file.flush()?;
-            }
+            api::NarEncoding::None => crate::nar_dump::dump(&real, &mut file).with_context(failed)?,
         }
-        Ok(())
+        file.inner.flush()?;
+        Ok((file.hasher.finish(), file.written))
     })
     .await?
+}
+
+/// Hashes and counts what goes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
