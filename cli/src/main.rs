@@ -53,19 +53,8 @@ enum Command {
         paths: Vec<String>,
         #[arg(long)]
         no_closure: bool,
-        /// NARs uploaded at once.
-        #[arg(long, default_value_t = 4)]
-        jobs: usize,
-        /// Push paths signed by an upstream cache too.
-        #[arg(long)]
-        no_filter_upstream: bool,
-        /// Key names of upstream caches whose paths are not pushed.
-        #[arg(long = "upstream", default_value = "cache.nixos.org-1")]
-        upstream_keys: Vec<String>,
-        /// Sign each path with this secret key (`nix key generate-secret`), as a cache with
-        /// client-held keys needs; else LARDER_SIGNING_KEY.
-        #[arg(long, env = "LARDER_SIGNING_KEY")]
-        signing_key: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        flags: push::PushFlags,
     },
     /// Caches of your account.
     #[command(subcommand)]
@@ -165,23 +154,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login => log_in(cli.server, cli.token).await,
         Command::Use { cache, nixos } => use_cache(&connect(cli.server, cli.token)?, &cache, nixos).await,
-        Command::Push { cache, paths, no_closure, jobs, no_filter_upstream, upstream_keys, signing_key } => {
-            let signing_key = match signing_key {
-                Some(file) => {
-                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading the signing key {}", file.display()))?;
-                    Some(
-                        larder_protocol::signing::SecretKey::parse(text.trim())
-                            .with_context(|| format!("{} is not a nix secret key", file.display()))?,
-                    )
-                }
-                None => None,
-            };
-            let options = push::PushOptions {
-                closure: !no_closure,
-                jobs,
-                upstream_keys: if no_filter_upstream { Vec::new() } else { upstream_keys },
-                signing_key,
-            };
+        Command::Push { cache, paths, no_closure, flags } => {
+            let options = flags.options(!no_closure)?;
             push::push(&connect(cli.server, cli.token)?, &cache, push::store_paths(paths)?, options).await
         }
         Command::Cache(command) => cache_command(&connect(cli.server, cli.token)?, command).await,

@@ -23,6 +23,40 @@ use tokio::sync::watch;
 use crate::client::{is_transient, Client};
 use crate::progress::Progress;
 
+/// How to push: the flags `push` and `watch-store` share.
+#[derive(clap::Args)]
+pub struct PushFlags {
+    /// NARs uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Push paths signed by an upstream cache too.
+    #[arg(long)]
+    no_filter_upstream: bool,
+    /// Key names of upstream caches whose paths are not pushed.
+    #[arg(long = "upstream", default_value = "cache.nixos.org-1")]
+    upstream_keys: Vec<String>,
+    /// Sign each path with this secret key (`nix key generate-secret`), as a cache with
+    /// client-held keys needs; else LARDER_SIGNING_KEY.
+    #[arg(long, env = "LARDER_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+}
+
+impl PushFlags {
+    /// The options they stand for, the signing key read (`closure`: push closures).
+    pub fn options(self, closure: bool) -> anyhow::Result<PushOptions> {
+        let signing_key = match self.signing_key {
+            Some(file) => {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading the signing key {}", file.display()))?;
+                Some(SecretKey::parse(text.trim()).with_context(|| format!("{} is not a nix secret key", file.display()))?)
+            }
+            None => None,
+        };
+        let upstream_keys = if self.no_filter_upstream { Vec::new() } else { self.upstream_keys };
+        Ok(PushOptions { closure, jobs: self.jobs, upstream_keys, signing_key })
+    }
+}
+
+#[derive(Clone)]
 pub struct PushOptions {
     pub closure: bool,
     pub jobs: usize,

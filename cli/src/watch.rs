@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use larder_protocol::signing::SecretKey;
 use larder_protocol::store_path::StorePath;
 use notify::Watcher;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -36,24 +35,6 @@ const RESCAN: Duration = Duration::from_secs(30);
 /// `--once` gives up (and says so, exiting 1) after this many failed attempts.
 const ONCE_ATTEMPTS: u32 = 4;
 
-/// How to push, as for `larder push` (always with closures).
-#[derive(clap::Args)]
-pub struct PushFlags {
-    /// NARs uploaded at once.
-    #[arg(long, default_value_t = 4)]
-    jobs: usize,
-    /// Push paths signed by an upstream cache too.
-    #[arg(long)]
-    no_filter_upstream: bool,
-    /// Key names of upstream caches whose paths are not pushed.
-    #[arg(long = "upstream", default_value = "cache.nixos.org-1")]
-    upstream_keys: Vec<String>,
-    /// Sign each path with this secret key (`nix key generate-secret`), as a cache with
-    /// client-held keys needs; else LARDER_SIGNING_KEY.
-    #[arg(long, env = "LARDER_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
-}
-
 #[derive(clap::Args)]
 pub struct WatchStoreArgs {
     /// The cache to push to.
@@ -65,8 +46,9 @@ pub struct WatchStoreArgs {
     /// Push what the queue holds, then exit, without watching the store.
     #[arg(long)]
     once: bool,
+    /// How to push, as for `larder push` (always with closures).
     #[command(flatten)]
-    push: PushFlags,
+    push: push::PushFlags,
 }
 
 #[derive(clap::Args)]
@@ -109,7 +91,7 @@ pub fn post_build_hook(args: PostBuildHookArgs) -> anyhow::Result<()> {
 }
 
 pub async fn watch_store(client: Client, args: WatchStoreArgs) -> anyhow::Result<()> {
-    let how = How::new(args.push)?;
+    let options = args.push.options(true)?;
     // Registered first: from here on SIGINT/SIGTERM stop the watcher cleanly.
     let terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
@@ -126,7 +108,7 @@ pub async fn watch_store(client: Client, args: WatchStoreArgs) -> anyhow::Result
         eprintln!("watching {} for new paths to push to {}; queue in {}", store_dir.display(), args.cache, queue.dir().display());
         Some(watcher)
     };
-    let mut watch = Watch { cache: args.cache, client, how, queue, events, terminate, interrupt, queued: 0 };
+    let mut watch = Watch { cache: args.cache, client, options, queue, events, terminate, interrupt, queued: 0 };
     watch.run(args.once).await
 }
 
@@ -140,36 +122,6 @@ async fn check_cache(client: &Client, cache: &str) -> anyhow::Result<()> {
             Ok(())
         }
         Err(error) => Err(error.context(format!("checking the cache {cache} before watching"))),
-    }
-}
-
-/// The push options, kept to build a fresh `PushOptions` for every attempt.
-struct How {
-    jobs: usize,
-    upstream_keys: Vec<String>,
-    signing_key: Option<SecretKey>,
-}
-
-impl How {
-    fn new(flags: PushFlags) -> anyhow::Result<Self> {
-        let signing_key = match flags.signing_key {
-            Some(file) => {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("reading the signing key {}", file.display()))?;
-                Some(SecretKey::parse(text.trim()).with_context(|| format!("{} is not a nix secret key", file.display()))?)
-            }
-            None => None,
-        };
-        let upstream_keys = if flags.no_filter_upstream { Vec::new() } else { flags.upstream_keys };
-        Ok(Self { jobs: flags.jobs, upstream_keys, signing_key })
-    }
-
-    fn options(&self) -> push::PushOptions {
-        push::PushOptions {
-            closure: true,
-            jobs: self.jobs,
-            upstream_keys: self.upstream_keys.clone(),
-            signing_key: self.signing_key.clone(),
-        }
     }
 }
 
@@ -259,7 +211,8 @@ enum Wake {
 struct Watch {
     cache: String,
     client: Client,
-    how: How,
+    /// How every attempt pushes.
+    options: push::PushOptions,
     queue: Queue,
     events: mpsc::UnboundedReceiver<Seen>,
     terminate: Signal,
@@ -302,7 +255,7 @@ impl Watch {
         paths.dedup();
         let mut delay = FIRST_RETRY;
         for attempt in 1.. {
-            let attempt_future = push_valid(self.client.clone(), self.cache.clone(), paths.clone(), self.how.options());
+            let attempt_future = push_valid(self.client.clone(), self.cache.clone(), paths.clone(), self.options.clone());
             let error = match self.until(attempt_future, Wake::Never).await? {
                 Ended::Finished(Ok(())) => {
                     self.queue.remove(batch)?;
