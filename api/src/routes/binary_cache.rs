@@ -106,11 +106,10 @@ pub async fn put_narinfo(
 ) -> NixResult {
     let (cache, _) = upload_access(&services, &cache, &credentials).await?;
     let limit = services.limits().max_small_upload.min(MAX_NARINFO_SIZE as u64);
-    let body = body::read_small(&req, payload, limit).await?;
+    let text = body::read_small_text(&req, payload, limit, "narinfo").await?;
     let hash = parse_hash_part(hash_segment(&req))
         .map_err(|e| ServiceError::BadRequest(format!("cannot upload '{}.narinfo': {e}", hash_segment(&req))))?;
-    let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("narinfo is not UTF-8".into()))?;
-    services.commit_narinfo(&cache, &hash, text).await?;
+    services.commit_narinfo(&cache, &hash, &text).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
@@ -247,11 +246,10 @@ pub async fn put_realisation(
 ) -> NixResult {
     let (cache, _) = upload_access(&services, &cache, &credentials).await?;
     let limit = services.limits().max_small_upload.min(MAX_REALISATION_SIZE as u64);
-    let body = body::read_small(&req, payload, limit).await?;
+    let text = body::read_small_text(&req, payload, limit, "realisation").await?;
     let id = DrvOutputId::parse(realisation_id_segment(&req))
         .map_err(|e| ServiceError::BadRequest(format!("cannot upload '{}.doi': {e}", realisation_id_segment(&req))))?;
-    let text = std::str::from_utf8(&body).map_err(|_| ServiceError::BadRequest("realisation is not UTF-8".into()))?;
-    services.put_realisation(&cache, &id, text).await?;
+    services.put_realisation(&cache, &id, &text).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -130,3 +130,9 @@ impl Stream for BodyDeadline {
 pub async fn read_small(req: &HttpRequest, payload: web::Payload, limit: u64) -> Result<Bytes, ServiceError> {
     LimitedBody::new(stream(payload), limit, content_length(req))?.read_all().await
 }
+
+/// As [`read_small`], for a text body (`what` names it when it is not UTF-8).
+pub async fn read_small_text(req: &HttpRequest, payload: web::Payload, limit: u64, what: &str) -> Result<String, ServiceError> {
+    let body = read_small(req, payload, limit).await?;
+    String::from_utf8(Vec::from(body)).map_err(|_| ServiceError::BadRequest(format!("{what} is not UTF-8")))
+}

@@ -288,12 +288,7 @@ impl FsUpload {
         file.flush().await.with_context(|| format!("flushing upload of {key}"))?;
         file.get_ref().sync_all().await.with_context(|| format!("fsyncing upload of {key}"))?;
         drop(file);
-        self.finish_renamed().await
-    }
-
-    /// Moves the temporary file, complete and durable, into place.
-    async fn finish_renamed(&mut self) -> anyhow::Result<u64> {
-        move_into_place(&self.root, &self.temp, &self.target, &self.key).await?;
+        move_into_place(&self.root, &self.temp, &self.target, key).await?;
         Ok(self.written)
     }
 }

@@ -411,6 +411,22 @@ async fn a_push_carries_on_after_the_server_is_killed_and_restarted(server: &Tes
     larder_tests::consistency::assert_consistent(server).await;
 }
 
+/// `larder <args>` as user `nobody` (uid 65534), with `home` as its HOME.
+async fn larder_as_nobody(home: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cli_binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("USER", "nobody")
+        .output()
+        .await
+        .expect("run larder as nobody")
+}
+
 async fn use_warns_a_user_the_daemon_does_not_trust(server: &TestServer) {
     use std::os::unix::fs::PermissionsExt;
     let alice = Api::anonymous(server).account("alice").await;
@@ -423,18 +439,7 @@ async fn use_warns_a_user_the_daemon_does_not_trust(server: &TestServer) {
     for path in [home.clone(), home.join(".config")] {
         std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     }
-    let output = tokio::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(cli_binary())
-        .args(["--server", &server.base_url, "use", "alice-public"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("USER", "nobody")
-        .output()
-        .await
-        .expect("run larder as nobody");
+    let output = larder_as_nobody(&home, &["--server", &server.base_url, "use", "alice-public"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("warning: nobody is not a trusted user of the nix daemon"), "{stderr}");
@@ -445,18 +450,7 @@ async fn use_warns_a_user_the_daemon_does_not_trust(server: &TestServer) {
     // A private cache's token goes to the netrc the daemon reads, which `nobody` may not write.
     alice.cache("alice-private", false).await;
     let (_, read) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read"})).await;
-    let output = tokio::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(cli_binary())
-        .args(["--server", &server.base_url, "--token", &read, "use", "alice-private"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("USER", "nobody")
-        .output()
-        .await
-        .expect("run larder as nobody");
+    let output = larder_as_nobody(&home, &["--server", &server.base_url, "--token", &read, "use", "alice-private"]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("it is the netrc the nix daemon reads") && stderr.contains("sudo larder use alice-private"), "{stderr}");
