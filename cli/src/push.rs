@@ -362,7 +362,16 @@ impl Pusher {
         drop(permit);
         wait_for(references, &name).await?;
         let complete = format!("/caches/{}/uploads/{}/complete", self.cache, session.id);
-        retrying(&format!("completing the upload of {name}"), || self.client.post_long::<api::CompletedUpload>(&complete, &())).await?;
+        let completed =
+            retrying(&format!("completing the upload of {name}"), || self.client.post_long::<api::CompletedUpload>(&complete, &())).await;
+        if let Err(error) = completed {
+            // A completion whose answer was lost (the server went away just after publishing)
+            // ended the session, so its retry finds none: the path is in the cache then.
+            let present = matches!(self.client.post_long(&uploads, &request).await, Ok(api::UploadAnswer::Present { .. }));
+            if !present {
+                return Err(error);
+            }
+        }
         self.progress.path_done(&name);
         Ok(sent)
     }
