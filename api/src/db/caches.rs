@@ -4,7 +4,7 @@ use anyhow::Context;
 use larder_protocol::signing::PublicKey;
 use sqlx::FromRow;
 
-use super::{now, Database};
+use super::{now, Backend, Database};
 use crate::domain::{AccountId, Cache, CacheId, CacheName, GcPolicy, NarEncoding, QuotaMode, SealedSecret, SigningKey, SigningMode};
 
 #[derive(FromRow)]
@@ -310,4 +310,39 @@ async fn insert_server_key(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Narinfo generations (migration 0007).
+impl Database {
+    /// The database's clock in whole seconds, as SQL: nodes compare times it wrote.
+    fn clock_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+        }
+    }
+
+    /// Raises the generation of a cache's narinfos and answers the new one.
+    pub async fn raise_narinfo_generation(&self, cache: CacheId) -> anyhow::Result<i64> {
+        let now = self.clock_sql();
+        let (generation,): (i64,) = sqlx::query_as(&format!(
+            "INSERT INTO cache_changes (cache_id, generation, changed_at) VALUES ($1, 1, {now}) \
+             ON CONFLICT (cache_id) DO UPDATE SET generation = cache_changes.generation + 1, changed_at = {now} \
+             RETURNING generation"
+        ))
+        .bind(cache.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(generation)
+    }
+
+    /// The narinfo generations of the caches changed in the last `within_secs` seconds.
+    pub async fn recent_narinfo_generations(&self, within_secs: i64) -> anyhow::Result<Vec<(CacheId, i64)>> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as(&format!("SELECT cache_id, generation FROM cache_changes WHERE changed_at >= {} - $1", self.clock_sql()))
+                .bind(within_secs)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(cache, generation)| (CacheId(cache), generation)).collect())
+    }
 }

@@ -368,7 +368,9 @@ impl Services {
             collected.path_count = deleted;
             collected.bytes_freed = stored.saturating_sub(self.db().stored_bytes(cache.id).await?);
         }
-        self.inner.memo.forget_narinfos();
+        if deleted > 0 {
+            self.narinfos_changed(cache.id).await?;
+        }
         Ok(collected)
     }
 
@@ -709,9 +711,15 @@ impl Services {
                     }
                 }
                 BatchOutcome::StillReferenced => {
+                    if !deleted.is_empty() {
+                        self.narinfos_changed(cache.id).await?;
+                    }
                     return Err(ServiceError::Conflict(format!("a path pushed meanwhile refers to {}: try again", target.store_path)));
                 }
             }
+        }
+        if !deleted.is_empty() {
+            self.narinfos_changed(cache.id).await?;
         }
         tracing::info!(paths = deleted.len(), "deleted paths");
         Ok(deleted)

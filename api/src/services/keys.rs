@@ -39,7 +39,7 @@ impl Services {
     pub async fn retire_key(&self, principal: &Principal, cache: &CacheName, key_name: &str) -> ServiceResult<()> {
         let cache = self.authorize(cache, Some(principal), Permission::Admin).await?;
         let retired = self.db().retire_signing_key(cache.id, key_name).await?;
-        self.inner.memo.forget_active_keys(cache.id);
+        self.narinfos_changed(cache.id).await?;
         if retired {
             tracing::info!(key = key_name, "retired signing key");
             return Ok(());
@@ -61,7 +61,7 @@ impl Services {
         }
         let key = PublicKey::parse(public_key).map_err(|e| ServiceError::BadRequest(format!("not a Nix public key (name:base64): {e}")))?;
         let added = self.db().add_public_key(cache.id, &key).await?;
-        self.inner.memo.forget_active_keys(cache.id);
+        self.narinfos_changed(cache.id).await?;
         if !added {
             return Err(ServiceError::Conflict(format!("this cache already has a key named '{}'", key.name())));
         }
@@ -113,18 +113,17 @@ impl Services {
                     )));
                 }
                 self.db().delete_paths(cache.id).await?;
-                self.inner.memo.forget_narinfos();
                 self.db().retire_keys_except(cache.id, None).await?;
                 self.db().set_signing_mode(cache.id, mode).await?;
                 self.inner.memo.forget_cache(&cache.name);
-                self.inner.memo.forget_active_keys(cache.id);
+                self.narinfos_changed(cache.id).await?;
             }
             SigningMode::Server => {
                 self.db().set_signing_mode(cache.id, mode).await?;
                 self.inner.memo.forget_cache(&cache.name);
                 let key = self.generate_server_key(&cache).await?;
                 self.db().retire_keys_except(cache.id, Some(key.name())).await?;
-                self.inner.memo.forget_active_keys(cache.id);
+                self.narinfos_changed(cache.id).await?;
                 self.resign_in_background(cache);
             }
         }
@@ -146,7 +145,7 @@ impl Services {
     async fn store_server_key(&self, cache: &Cache, key: &SecretKey) -> ServiceResult<()> {
         let secret = self.seal(key)?;
         self.db().add_signing_key(cache.id, &key.public_key(), &secret).await?;
-        self.inner.memo.forget_active_keys(cache.id);
+        self.narinfos_changed(cache.id).await?;
         Ok(())
     }
 
@@ -209,7 +208,7 @@ impl Services {
                 }
             }
         }
-        self.inner.memo.forget_narinfos();
+        self.narinfos_changed(cache.id).await?;
         let realisations = self.resign_realisations(cache).await?;
         tracing::info!(resigned, realisations, "re-signed paths and realisations");
         Ok(())

@@ -1,13 +1,16 @@
-//! What the hot read path remembers for a short while (`staleness_secs`): verified token
-//! records, caches by name, their active key names and rendered narinfos (and misses). A
-//! change made through this node forgets what it changed at once; a change made on another
-//! node (or by the admin command) is seen here within the bound. Uses (of tokens and of
-//! paths) and NAR bytes served are kept in memory and written in batches, so that reading
-//! a cache writes nothing to the database.
+//! What the hot read path remembers. For a short while (`staleness_secs`): verified token
+//! records, caches by name, their active key names and narinfo misses. For longer (minutes):
+//! rendered narinfos, each tagged with its cache's narinfo generation, which every change to
+//! what they say raises in the database (`cache_changes`); nodes poll it well within the
+//! bound ([`GENERATION_POLL`]), so a rendered narinfo is never served once its generation is known
+//! to be old. A change made through this node forgets what it changed at once; a change made
+//! on another node (or by the admin command) is seen here within the bound. Uses (of tokens
+//! and of paths) and NAR bytes served are kept in memory and written in batches, so that
+//! reading a cache writes nothing to the database.
 
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use moka::sync::Cache as Lru;
@@ -48,15 +51,37 @@ pub(super) struct RenderedNarinfo {
     pub(super) text: Bytes,
 }
 
+/// A rendered narinfo as kept: with the generation of its cache's narinfos it was read at.
+#[derive(Clone)]
+struct KeptNarinfo {
+    generation: i64,
+    narinfo: RenderedNarinfo,
+}
+
+/// How often each node asks, at most, which caches' narinfo generations rose (half the
+/// staleness bound when that is shorter).
+pub(super) const GENERATION_POLL: Duration = Duration::from_millis(500);
+
+/// Longest a rendered narinfo is kept. Generations make it safe to keep them long; this
+/// only bounds what a change whose generation was never raised (a node that crashed between
+/// the two writes) could leave behind.
+const RENDERED_KEEP: Duration = Duration::from_secs(600);
+
 struct Remembered {
     /// By id; `None` for an id no token has (deleted with its account or cache).
     tokens: Lru<TokenId, Option<Arc<Token>>>,
     /// By name; `None` for a name no cache has.
     caches: Lru<CacheName, Option<Arc<Cache>>>,
-    active_keys: Lru<CacheId, Arc<Vec<String>>>,
-    /// Rendered, signed narinfos by cache and hash; `None` for a path the cache lacks
-    /// (substituters ask for many of those).
-    narinfos: Lru<(CacheId, StorePathHash), Option<RenderedNarinfo>>,
+    /// With the narinfo generation they were read at.
+    active_keys: Lru<CacheId, (i64, Arc<Vec<String>>)>,
+    /// Rendered, signed narinfos by cache and hash, kept for up to [`RENDERED_KEEP`] and
+    /// served while their generation is the cache's.
+    narinfos: Lru<(CacheId, StorePathHash), KeptNarinfo>,
+    /// Paths a cache lacked when asked (substituters ask for many of those): kept for the
+    /// staleness bound only, since a push on another node raises no generation.
+    misses: Lru<(CacheId, StorePathHash), ()>,
+    /// The latest narinfo generation known per cache (absent: never raised, 0).
+    generations: RwLock<HashMap<CacheId, i64>>,
 }
 
 const MAX_TOKENS: u64 = 100_000;
@@ -64,20 +89,23 @@ const MAX_CACHES: u64 = 20_000;
 /// Bytes of rendered narinfos kept (a typical one is under 1 KiB, the largest accepted
 /// 1 MiB: the bound is on bytes, not entries).
 const MAX_NARINFO_BYTES: u64 = 16 << 20;
+const MAX_MISSES: u64 = 100_000;
 
 impl Memo {
-    pub(super) fn new(staleness: Duration) -> Self {
+    /// `keep_rendered_at_most` caps how long a rendered narinfo is kept (below the grace
+    /// in which a released NAR is still served).
+    pub(super) fn new(staleness: Duration, keep_rendered_at_most: Duration) -> Self {
         let remembered = (!staleness.is_zero()).then(|| Remembered {
             tokens: Lru::builder().max_capacity(MAX_TOKENS).time_to_live(staleness).build(),
             caches: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             narinfos: Lru::builder()
                 .max_capacity(MAX_NARINFO_BYTES)
-                .weigher(|_, narinfo: &Option<RenderedNarinfo>| {
-                    64 + narinfo.as_ref().map_or(0, |n| u32::try_from(n.text.len()).unwrap_or(u32::MAX))
-                })
-                .time_to_live(staleness)
+                .weigher(|_, kept: &KeptNarinfo| 64 + u32::try_from(kept.narinfo.text.len()).unwrap_or(u32::MAX))
+                .time_to_live(RENDERED_KEEP.min(keep_rendered_at_most).max(staleness))
                 .build(),
+            misses: Lru::builder().max_capacity(MAX_MISSES).time_to_live(staleness).build(),
+            generations: RwLock::default(),
         });
         Self { remembered, uses: Mutex::default(), path_uses: Mutex::default(), flush_soon: tokio::sync::Notify::new() }
     }
@@ -128,48 +156,77 @@ impl Memo {
             r.caches.invalidate_all();
             r.active_keys.invalidate_all();
             r.narinfos.invalidate_all();
+            r.misses.invalidate_all();
         }
     }
 
+    /// Served only while the generation they were read at is the cache's: a narinfo
+    /// rendered again after a key change must not be signed from the old set.
     pub(super) fn active_keys(&self, cache: CacheId) -> Option<Arc<Vec<String>>> {
-        self.remembered.as_ref()?.active_keys.get(&cache)
+        let r = self.remembered.as_ref()?;
+        let (generation, names) = r.active_keys.get(&cache)?;
+        (generation == generation_in(&r.generations, cache)).then_some(names)
     }
 
-    pub(super) fn remember_active_keys(&self, cache: CacheId, names: Arc<Vec<String>>) {
+    pub(super) fn remember_active_keys(&self, cache: CacheId, generation: i64, names: Arc<Vec<String>>) {
         if let Some(r) = &self.remembered {
-            r.active_keys.insert(cache, names);
+            r.active_keys.insert(cache, (generation, names));
         }
     }
 
-    /// After a change to a cache's keys: what its narinfos carry changes too.
-    pub(super) fn forget_active_keys(&self, cache: CacheId) {
-        if let Some(r) = &self.remembered {
-            r.active_keys.invalidate(&cache);
-        }
-        self.forget_narinfos();
+    /// The latest narinfo generation this node knows of a cache: read it before reading
+    /// the rows a narinfo is rendered from, and remember the narinfo with it.
+    pub(super) fn narinfo_generation(&self, cache: CacheId) -> i64 {
+        self.remembered.as_ref().map_or(0, |r| generation_in(&r.generations, cache))
     }
 
+    /// `Some(None)`: the cache lacked the path a moment ago.
     pub(super) fn narinfo(&self, cache: CacheId, hash: &StorePathHash) -> Option<Option<RenderedNarinfo>> {
-        self.remembered.as_ref()?.narinfos.get(&(cache, hash.clone()))
+        let r = self.remembered.as_ref()?;
+        let key = (cache, hash.clone());
+        if let Some(kept) = r.narinfos.get(&key) {
+            if kept.generation == generation_in(&r.generations, cache) {
+                return Some(Some(kept.narinfo));
+            }
+            r.narinfos.invalidate(&key);
+        }
+        r.misses.contains_key(&key).then_some(None)
     }
 
-    pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, narinfo: Option<RenderedNarinfo>) {
+    pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, generation: i64, narinfo: Option<RenderedNarinfo>) {
         if let Some(r) = &self.remembered {
-            r.narinfos.insert((cache, hash), narinfo);
+            match narinfo {
+                Some(narinfo) => r.narinfos.insert((cache, hash), KeptNarinfo { generation, narinfo }),
+                None => r.misses.insert((cache, hash), ()),
+            }
         }
     }
 
+    /// After the path was published or deleted through this node.
     pub(super) fn forget_narinfo(&self, cache: CacheId, hash: &StorePathHash) {
         if let Some(r) = &self.remembered {
-            r.narinfos.invalidate(&(cache, hash.clone()));
+            let key = (cache, hash.clone());
+            r.narinfos.invalidate(&key);
+            r.misses.invalidate(&key);
         }
     }
 
-    /// After changes to many paths at once (re-signing, withdrawing a cache's paths). Rare
-    /// enough that forgetting every cache's narinfos is simpler than tracking which.
+    /// A cache's narinfo generation rose to `generation` (raised here, or seen by polling):
+    /// what was rendered from an older one is no longer served.
+    pub(super) fn narinfo_generation_rose(&self, cache: CacheId, generation: i64) {
+        if let Some(r) = &self.remembered {
+            let mut generations = r.generations.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let known = generations.entry(cache).or_default();
+            *known = (*known).max(generation);
+        }
+    }
+
+    /// Forgets every rendered narinfo (after a cache or an account was deleted, or when
+    /// polling the generations failed for longer than the bound).
     pub(super) fn forget_narinfos(&self) {
         if let Some(r) = &self.remembered {
             r.narinfos.invalidate_all();
+            r.misses.invalidate_all();
         }
     }
 
@@ -224,6 +281,10 @@ impl Memo {
     }
 }
 
+fn generation_in(generations: &RwLock<HashMap<CacheId, i64>>, cache: CacheId) -> i64 {
+    generations.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&cache).copied().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,10 +296,10 @@ mod tests {
 
     #[test]
     fn narinfos_are_bounded_by_bytes_not_entries() {
-        let memo = Memo::new(Duration::from_secs(60));
+        let memo = Memo::new(Duration::from_secs(60), Duration::from_secs(600));
         let big = RenderedNarinfo { path: PathId(1), text: Bytes::from(vec![b'x'; 512 << 10]) };
         for i in 0..100 {
-            memo.remember_narinfo(CacheId(1), hash(i), Some(big.clone()));
+            memo.remember_narinfo(CacheId(1), hash(i), 0, Some(big.clone()));
         }
         let Some(remembered) = &memo.remembered else { panic!("a non-zero staleness remembers") };
         remembered.narinfos.run_pending_tasks();
@@ -248,10 +309,32 @@ mod tests {
 
     #[test]
     fn zero_staleness_remembers_nothing() {
-        let memo = Memo::new(Duration::ZERO);
-        memo.remember_narinfo(CacheId(1), hash(1), None);
+        let memo = Memo::new(Duration::ZERO, Duration::from_secs(600));
+        memo.remember_narinfo(CacheId(1), hash(1), 0, None);
         assert!(memo.narinfo(CacheId(1), &hash(1)).is_none());
         memo.record_use(&TokenId::from_presented("t"), 5);
         assert_eq!(memo.take_uses().len(), 1, "uses are still recorded, to be written");
+    }
+
+    #[test]
+    fn a_risen_generation_withdraws_what_was_rendered_before_it() {
+        let memo = Memo::new(Duration::from_secs(60), Duration::from_secs(600));
+        let text = |t: &str| RenderedNarinfo { path: PathId(1), text: Bytes::from(t.to_owned()) };
+        let (cache, other) = (CacheId(1), CacheId(2));
+        memo.remember_narinfo(cache, hash(1), memo.narinfo_generation(cache), Some(text("old")));
+        memo.remember_narinfo(other, hash(1), memo.narinfo_generation(other), Some(text("other")));
+        memo.remember_narinfo(cache, hash(2), memo.narinfo_generation(cache), None);
+        assert_eq!(memo.narinfo(cache, &hash(1)).unwrap().unwrap().text, "old");
+
+        memo.narinfo_generation_rose(cache, 3);
+        assert!(memo.narinfo(cache, &hash(1)).is_none(), "rendered at generation 0, the cache is at 3");
+        assert_eq!(memo.narinfo(other, &hash(1)).unwrap().unwrap().text, "other", "other caches keep theirs");
+        assert!(matches!(memo.narinfo(cache, &hash(2)), Some(None)), "misses go by time, not generation");
+
+        memo.remember_narinfo(cache, hash(1), memo.narinfo_generation(cache), Some(text("new")));
+        assert_eq!(memo.narinfo(cache, &hash(1)).unwrap().unwrap().text, "new");
+        memo.narinfo_generation_rose(cache, 2);
+        assert_eq!(memo.narinfo_generation(cache), 3, "a late poll never lowers it");
+        assert_eq!(memo.narinfo(cache, &hash(1)).unwrap().unwrap().text, "new");
     }
 }

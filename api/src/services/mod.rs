@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::auth::TokenKeys;
 use crate::db::Database;
+use crate::domain::CacheId;
 use crate::signing::MasterKey;
 use crate::storage::Storage;
 
@@ -92,7 +93,7 @@ impl Services {
     ) -> anyhow::Result<Self> {
         let db = Database::connect(database_url).await?;
         db.migrate().await?;
-        let memo = memo::Memo::new(limits.staleness);
+        let memo = memo::Memo::new(limits.staleness, gc.release_grace);
         let login_limiter = LoginLimiter::default();
         let inner = Inner {
             db,
@@ -116,7 +117,56 @@ impl Services {
     /// the one-shot commands, which do their own work and exit.)
     pub fn start_background_tasks(&self) {
         self.flush_uses_periodically();
+        self.poll_narinfo_generations();
         self.collect_periodically();
+    }
+
+    /// What a cache's narinfos say changed, other than by a new path (see `cache_changes`):
+    /// a path deleted or replaced, or its keys (which also withdraws the remembered active
+    /// key names). Raises their generation, here at once and on every other node at its
+    /// next poll.
+    pub(super) async fn narinfos_changed(&self, cache: CacheId) -> ServiceResult<()> {
+        let generation = self.db().raise_narinfo_generation(cache).await?;
+        self.inner.memo.narinfo_generation_rose(cache, generation);
+        Ok(())
+    }
+
+    /// Every [`memo::GENERATION_POLL`] (or half the staleness bound, if shorter), learns which caches' narinfo generations rose lately
+    /// (on any node). Rows are read back over a window far longer than the poll, so that a
+    /// change committed late is still seen; when polling failed for longer than that window,
+    /// every rendered narinfo is forgotten instead.
+    fn poll_narinfo_generations(&self) {
+        const WINDOW_SECS: i64 = 60;
+        let staleness = self.limits().staleness;
+        if staleness.is_zero() {
+            return; // nothing is remembered
+        }
+        let every = (staleness / 2).clamp(std::time::Duration::from_millis(50), memo::GENERATION_POLL);
+        let services = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_seen = std::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let Some(inner) = services.upgrade() else { return };
+                if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                match inner.db.recent_narinfo_generations(WINDOW_SECS).await {
+                    Ok(generations) => {
+                        if last_seen.elapsed() > std::time::Duration::from_secs(WINDOW_SECS as u64 / 2) {
+                            inner.memo.forget_narinfos();
+                        }
+                        for (cache, generation) in generations {
+                            inner.memo.narinfo_generation_rose(cache, generation);
+                        }
+                        last_seen = std::time::Instant::now();
+                    }
+                    Err(error) => tracing::warn!(error = ?error, "could not poll narinfo generations"),
+                }
+            }
+        });
     }
 
     /// Writes recorded token and path uses every [`USE_FLUSH`] (sooner when many path uses

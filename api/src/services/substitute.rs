@@ -29,6 +29,8 @@ impl Services {
         let rendered = match self.inner.memo.narinfo(cache.id, hash) {
             Some(remembered) => remembered,
             None => {
+                // Read before the rows: a change committed meanwhile raises it past this.
+                let generation = self.inner.memo.narinfo_generation(cache.id);
                 let rendered = match self.db().path(cache.id, hash).await? {
                     Some(path) => {
                         let id = path.id;
@@ -41,7 +43,7 @@ impl Services {
                     }
                     None => None,
                 };
-                self.inner.memo.remember_narinfo(cache.id, hash.clone(), rendered.clone());
+                self.inner.memo.remember_narinfo(cache.id, hash.clone(), generation, rendered.clone());
                 rendered
             }
         };
@@ -56,8 +58,9 @@ impl Services {
         if let Some(names) = self.inner.memo.active_keys(cache.id) {
             return Ok(names);
         }
+        let generation = self.inner.memo.narinfo_generation(cache.id);
         let names: Arc<Vec<String>> = Arc::new(self.db().active_key_names(cache.id).await?);
-        self.inner.memo.remember_active_keys(cache.id, Arc::clone(&names));
+        self.inner.memo.remember_active_keys(cache.id, generation, Arc::clone(&names));
         Ok(names)
     }
 

@@ -202,6 +202,9 @@ impl Services {
         check_matches_nar(info, nar)?;
         self.check_references_present(cache, info).await?;
         let signatures = self.signatures_for(cache, info).await?;
+        // Replacing a published path changes what every node serves for it; a new path
+        // only ends misses, which no node keeps for longer than the staleness bound.
+        let replacing = self.db().missing_paths(cache.id, &[hash]).await?.is_empty();
         // Checked again in the transaction that publishes the path: a collection may be
         // deleting them right now.
         let published = self
@@ -229,6 +232,9 @@ impl Services {
             }
         }
         self.inner.memo.forget_narinfo(cache.id, hash);
+        if replacing {
+            self.narinfos_changed(cache.id).await?;
+        }
         self.enforce_soft_quota_soon(cache);
         tracing::info!("published path");
         Ok(())

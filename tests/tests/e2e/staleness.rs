@@ -1,6 +1,6 @@
-//! What a node remembers (tokens, caches, keys) for `staleness_secs`: a change made through
-//! a node takes effect there at once, and on every other node (same database) within the
-//! bound, never later.
+//! What a node remembers (tokens, caches, keys for `staleness_secs`; rendered narinfos for
+//! longer, by generation): a change made through a node takes effect there at once, and on
+//! every other node (same database) within the bound, never later.
 
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,20 @@ async fn changes_reach_every_node_within_the_bound(server: &TestServer) {
     let retired = Instant::now();
     assert!(!signed_by_first(a.clone()).await, "on the node that retired the key: at once");
     within_bound("node B stops serving the retired key's signature", retired, || async { !signed_by_first(b.clone()).await }).await;
+
+    // Both nodes keep the narinfo rendered with the new key (for minutes, not the bound);
+    // the path deleted through node A: 404 there at once, on node B within the bound.
+    for base in [&a, &b] {
+        assert_eq!(status(http, narinfo(base), Some(&reader)).await, StatusCode::OK);
+    }
+    let (deleted_status, answer) = alice.delete(&format!("/caches/shared/paths/{}", hash_part(&top)), None).await;
+    assert_eq!(deleted_status, StatusCode::OK, "{answer}");
+    let path_deleted = Instant::now();
+    assert_eq!(status(http, narinfo(&a), Some(&reader)).await, StatusCode::NOT_FOUND, "on the node that deleted it: at once");
+    within_bound("node B stops serving the deleted path", path_deleted, || async {
+        status(http, narinfo(&b), Some(&reader)).await == StatusCode::NOT_FOUND
+    })
+    .await;
 
     // A cache deleted through node A: gone there at once, on node B within the bound.
     let (_, other_read) = alice.token(json!({"kind": "cache", "cache": "shared", "permission": "read"})).await;
