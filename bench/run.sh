@@ -374,7 +374,33 @@ else
     R[curl_note]="no NAR URL in the narinfo; downloads skipped"
 fi
 
-# 2d: push again with compression=zstd (another cache, so that nix does not skip the path).
+# 2d: one big NAR streams up while the first one streams down, again and again until the
+# push is done (the RSS budget holds for both at once).
+up_and_down() {
+    local push_pid rc=0 downloads=0
+    nix copy --to "$URL/bench?compression=none" "$BIG2" >"$T/push-concurrent.log" 2>&1 &
+    push_pid=$!
+    while kill -0 "$push_pid" 2>/dev/null; do
+        curl -sS -o /dev/null -w '%{http_code} %{size_download}\n' "$URL/bench/$NAR_URL" >>"$T/concurrent.results" || true
+        downloads=$((downloads + 1))
+    done
+    wait "$push_pid" || rc=$?
+    echo "push exit $rc after $downloads downloads"
+    return "$rc"
+}
+if [[ -n $NAR_URL ]]; then
+    log "creating a second $BIG_SIZE NAR, to push while the first is downloaded"
+    head -c "$BIG_SIZE" /dev/urandom >"$T/input/bench-big2-$RUN_ID"
+    add_path "$T/input/bench-big2-$RUN_ID"; BIG2=$ADDED
+    rm -f "$T/input/bench-big2-$RUN_ID" "$T/concurrent.results"
+    log "up and down: nix copy --to $URL/bench $BIG2 while curl downloads $NAR_URL in a loop"
+    timed_phase concurrent "$T/concurrent.log" up_and_down
+    R[concurrent_downloads]=$(awk -v want="$NAR_FILE_SIZE" '$1 == 200 && $2 == want { n++ } END { print n + 0 }' "$T/concurrent.results")
+    R[concurrent_narinfo]=$(curl -s -o /dev/null -w '%{http_code}' "$URL/bench/$(basename "$BIG2" | cut -c1-32).narinfo")
+    nix-store --delete "$BIG2" >>"$T/delete.log" 2>&1 || true
+fi
+
+# 2e: push again with compression=zstd (another cache, so that nix does not skip the path).
 if ((BIG_ZSTD)); then
     use_token "$TOKEN_ZSTD"
     log "push: nix copy --to $URL/bench-zstd?compression=zstd $BIG"
@@ -442,6 +468,9 @@ rss_line pull_nix; note_line pull_nix
 printf '  NAR download, curl → /dev/null ×%s: %s MB/s mean, %s MB/s best (each: %s), HTTP %s, sizes match FileSize: %s, %s s total\n' \
     "$DOWNLOADS" "$(v curl_mbps_mean)" "$(v curl_mbps_best)" "$(v curl_mbps_each)" "$(v curl_codes)" "$(v curl_sizes_ok)" "$(v curl_s)"
 rss_line curl; note_line curl
+printf '  push of a second big NAR while the first is downloaded: %s s, exit %s, narinfo afterwards %s, %s whole downloads meanwhile, load %s\n' \
+    "$(v concurrent_s)" "$(v concurrent_rc)" "$(v concurrent_narinfo)" "$(v concurrent_downloads)" "$(v concurrent_load)"
+rss_line concurrent; note_line concurrent
 if ((BIG_ZSTD)); then
     printf '  push compression=zstd:  %s s (%s MiB/s of NAR), exit %s, narinfo afterwards %s, FileSize %s, load %s\n' \
         "$(v push_zstd_s)" "$(v push_zstd_mibps)" "$(v push_zstd_rc)" "$(v push_zstd_narinfo)" "$(v push_zstd_filesize)" "$(v push_zstd_load)"
