@@ -13,9 +13,9 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 
+use super::file_chunks::FileChunks;
 use super::{ByteRange, Object, PartUpload, Storage, StoredPart, Upload};
 
 /// Directory holding in-progress uploads, relative to the root. Keys may not start with it.
@@ -166,27 +166,34 @@ impl Storage for FsStorage {
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> anyhow::Result<Option<Object>> {
         let path = self.path_for(key)?;
-        let mut file = match File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("opening object {key}")),
-        };
-        let meta = file.metadata().await.with_context(|| format!("reading metadata of object {key}"))?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        let total_size = meta.len();
-        let stream: super::ByteStream = match range {
-            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
-            Some(range) => {
-                if range.start > range.end || range.end >= total_size {
-                    bail!("range {}-{} outside object {key} of {total_size} bytes", range.start, range.end);
-                }
-                file.seek(io::SeekFrom::Start(range.start)).await.with_context(|| format!("seeking in object {key}"))?;
-                Box::pin(ReaderStream::with_capacity(file.take(range.len()), READ_CHUNK))
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("opening object {key}")),
+            };
+            let meta = file.metadata().with_context(|| format!("reading metadata of object {key}"))?;
+            if !meta.is_file() {
+                return Ok(None);
             }
-        };
-        Ok(Some(Object { stream, total_size }))
+            let total_size = meta.len();
+            let (start, len) = match range {
+                None => (0, total_size),
+                Some(range) => {
+                    if range.start > range.end || range.end >= total_size {
+                        bail!("range {}-{} outside object {key} of {total_size} bytes", range.start, range.end);
+                    }
+                    (range.start, range.len())
+                }
+            };
+            if start > 0 {
+                io::Seek::seek(&mut file, io::SeekFrom::Start(start)).with_context(|| format!("seeking in object {key}"))?;
+            }
+            let stream: super::ByteStream = Box::pin(FileChunks::new(file, len, READ_CHUNK));
+            Ok(Some(Object { stream, total_size }))
+        })
+        .await?
     }
 
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {

@@ -4,6 +4,7 @@
 //! Objects are written through an [`Upload`]: nothing is visible under the key until
 //! `commit`, so a half-received or rejected upload never becomes an object.
 
+mod file_chunks;
 mod fs;
 mod s3;
 
