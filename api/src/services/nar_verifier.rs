@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use async_compression::tokio::write::{BrotliDecoder, BzDecoder, GzipDecoder, XzDecoder, ZstdDecoder};
 use larder_protocol::compression::Compression;
+use larder_protocol::hash::{Sha256Hash, Sha256Hasher};
 use larder_protocol::nar::{NarParser, NarSummary};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -15,9 +16,56 @@ use super::ServiceError;
 
 type ServiceResult<T> = Result<T, ServiceError>;
 
+/// An uploaded file checked as it streams: its hash and size, and the NAR it holds.
+pub(super) struct UploadVerifier {
+    nar: NarVerifier,
+    /// Fed only while the file is compressed: an uncompressed file is the NAR, whose hash
+    /// the parser computes anyway (one SHA-256 pass over the bytes, not two).
+    file_hasher: Sha256Hasher,
+    file_size: u64,
+}
+
+/// What an uploaded file turned out to be.
+pub(super) struct VerifiedUpload {
+    pub(super) file_hash: Sha256Hash,
+    pub(super) file_size: u64,
+    pub(super) compression: Compression,
+    pub(super) summary: NarSummary,
+}
+
+impl UploadVerifier {
+    /// For a file named with `extension` (`""`, `.zst`, `.xz`…), refusing a NAR larger than
+    /// `max_nar_size` once decompressed and keeping a listing of at most `max_listing_size`.
+    pub(super) fn new(extension: &str, max_nar_size: u64, max_listing_size: usize) -> ServiceResult<Self> {
+        let nar = NarVerifier::for_extension(extension, NarSink::new(max_nar_size, max_listing_size))?;
+        Ok(Self { nar, file_hasher: Sha256Hasher::default(), file_size: 0 })
+    }
+
+    pub(super) async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
+        self.nar.write(chunk).await?;
+        if self.nar.compression() != Compression::None {
+            self.file_hasher.update(chunk);
+        }
+        self.file_size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Known once the first bytes were written (a `.nar` may be plain or gzip).
+    pub(super) fn compression(&self) -> Compression {
+        self.nar.compression()
+    }
+
+    pub(super) async fn finish(self) -> ServiceResult<VerifiedUpload> {
+        let compression = self.nar.compression();
+        let summary = self.nar.finish().await?;
+        let file_hash = if compression == Compression::None { summary.nar_hash } else { self.file_hasher.finish() };
+        Ok(VerifiedUpload { file_hash, file_size: self.file_size, compression, summary })
+    }
+}
+
 /// Decompresses an uploaded NAR as it streams and parses it, to learn its NarHash, NarSize
 /// and listing without ever holding it whole.
-pub(super) enum NarVerifier {
+enum NarVerifier {
     /// No extension: plain, or gzip (which nix also names `.nar`); decided by the first bytes.
     Undecided(NarSink),
     Plain(NarSink),
@@ -29,7 +77,7 @@ pub(super) enum NarVerifier {
 }
 
 impl NarVerifier {
-    pub(super) fn for_extension(extension: &str, sink: NarSink) -> ServiceResult<Self> {
+    fn for_extension(extension: &str, sink: NarSink) -> ServiceResult<Self> {
         let sink = || sink;
         Ok(match extension {
             "" => NarVerifier::Undecided(sink()),
@@ -45,7 +93,7 @@ impl NarVerifier {
         })
     }
 
-    pub(super) fn compression(&self) -> Compression {
+    fn compression(&self) -> Compression {
         match self {
             NarVerifier::Undecided(_) | NarVerifier::Plain(_) => Compression::None,
             NarVerifier::Xz(_) => Compression::Xz,
@@ -56,7 +104,7 @@ impl NarVerifier {
         }
     }
 
-    pub(super) async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
+    async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
         if matches!(self, NarVerifier::Undecided(_)) && !chunk.is_empty() {
             // A NAR starts with the length of "nix-archive-1" (0x0d); gzip with 1f 8b.
             let NarVerifier::Undecided(sink) = std::mem::replace(self, NarVerifier::Plain(NarSink::new(0, 0))) else { unreachable!() };
@@ -74,7 +122,7 @@ impl NarVerifier {
         result.map_err(invalid_nar)
     }
 
-    pub(super) async fn finish(self) -> ServiceResult<NarSummary> {
+    async fn finish(self) -> ServiceResult<NarSummary> {
         async fn close<W: AsyncWrite + Unpin>(mut w: W, into_inner: impl FnOnce(W) -> NarSink) -> io::Result<NarSink> {
             w.shutdown().await?;
             Ok(into_inner(w))
@@ -111,7 +159,7 @@ const YIELD_EVERY_BYTES: u64 = 4 << 20;
 
 /// The end of the decompression pipeline: feeds decompressed bytes to the NAR parser,
 /// refusing more than `limit` of them.
-pub(super) struct NarSink {
+struct NarSink {
     parser: NarParser,
     limit: u64,
     received: u64,
@@ -119,7 +167,7 @@ pub(super) struct NarSink {
 }
 
 impl NarSink {
-    pub(super) fn new(limit: u64, max_listing_size: usize) -> Self {
+    fn new(limit: u64, max_listing_size: usize) -> Self {
         Self { parser: NarParser::with_listing_limit(max_listing_size), limit, received: 0, since_yield: 0 }
     }
 }

@@ -7,14 +7,13 @@ use bytes::Bytes;
 use futures_util::Stream;
 use larder_protocol::binary_cache::{nar_url, parse_nar_file_name};
 use larder_protocol::compression::Compression;
-use larder_protocol::hash::{Sha256Hash, Sha256Hasher};
-use larder_protocol::nar::NarSummary;
+use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::signing::Signature;
 use larder_protocol::store_path::{StorePath, StorePathHash};
 
 use super::limited_body::LimitedBody;
-use super::nar_verifier::{NarSink, NarVerifier};
+use super::nar_verifier::{UploadVerifier, VerifiedUpload};
 use super::{ServiceError, ServiceResult, Services};
 use crate::db::PublishRefused;
 use crate::domain::{Cache, Nar, NewNar, NewPath, SigningMode};
@@ -39,14 +38,7 @@ impl ObjectKeys {
 }
 
 /// An upload whose bytes hashed to the URL's file hash and formed a valid NAR.
-struct VerifiedNar {
-    file_hash: Sha256Hash,
-    file_size: u64,
-    compression: Compression,
-    summary: NarSummary,
-}
-
-impl VerifiedNar {
+impl VerifiedUpload {
     fn new_nar(&self, keys: ObjectKeys) -> NewNar {
         NewNar {
             file_hash: self.file_hash,
@@ -134,15 +126,12 @@ impl Services {
         extension: &str,
         store: bool,
         upload: &mut Option<(Box<dyn Upload>, ObjectKeys)>,
-    ) -> ServiceResult<VerifiedNar>
+    ) -> ServiceResult<VerifiedUpload>
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let sink = NarSink::new(self.limits().max_nar_size, self.limits().max_listing_size);
-        let mut verifier = NarVerifier::for_extension(extension, sink)?;
-        let mut file_hasher = Sha256Hasher::default();
+        let mut verifier = UploadVerifier::new(extension, self.limits().max_nar_size, self.limits().max_listing_size)?;
         while let Some(chunk) = body.next_chunk().await? {
-            file_hasher.update(&chunk);
             verifier.write(&chunk).await?;
             if upload.is_none() && store {
                 let keys = ObjectKeys::new(&expected_hash, verifier.compression());
@@ -157,21 +146,20 @@ impl Services {
                 upload.write(chunk).await?;
             }
         }
-        let file_hash = file_hasher.finish();
-        if file_hash != expected_hash {
+        let verified = verifier.finish().await?;
+        if verified.file_hash != expected_hash {
             return Err(ServiceError::BadRequest(format!(
                 "NAR bytes hash to {} but the URL says {}: nothing stored",
-                file_hash.to_nix32(),
+                verified.file_hash.to_nix32(),
                 expected_hash.to_nix32()
             )));
         }
-        let compression = verifier.compression();
-        Ok(VerifiedNar { file_hash, file_size: body.received(), compression, summary: verifier.finish().await? })
+        Ok(verified)
     }
 
     /// Makes a verified upload's object (and its listing, when not too large) visible.
     /// The listing is moved out (it may be 16 MiB: never copied).
-    async fn keep_verified_nar(&self, verified: &mut VerifiedNar, upload: Box<dyn Upload>, keys: &ObjectKeys) -> ServiceResult<()> {
+    async fn keep_verified_nar(&self, verified: &mut VerifiedUpload, upload: Box<dyn Upload>, keys: &ObjectKeys) -> ServiceResult<()> {
         match verified.summary.listing.take() {
             Some(listing) => self.storage().put_bytes(&keys.listing, Bytes::from(listing)).await?,
             // The NAR is fine; only its `.ls` (which nix never needs to substitute) is too
@@ -314,7 +302,7 @@ impl Services {
 }
 
 /// Same file hash, different content: impossible short of a sha256 collision.
-fn check_same_content(stored: &Nar, verified: &VerifiedNar) -> ServiceResult<()> {
+fn check_same_content(stored: &Nar, verified: &VerifiedUpload) -> ServiceResult<()> {
     if stored.nar_hash == verified.summary.nar_hash {
         Ok(())
     } else {

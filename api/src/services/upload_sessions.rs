@@ -22,7 +22,7 @@ use larder_protocol::store_path::StorePath;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::limited_body::LimitedBody;
-use super::nar_verifier::{NarSink, NarVerifier};
+use super::nar_verifier::{UploadVerifier, VerifiedUpload};
 use super::{Principal, ServiceError, ServiceResult, Services};
 use crate::domain::{Cache, CacheName, Nar, NarEncoding, NewNar, Permission, SigningMode, UploadPart, UploadSession};
 use crate::storage::StoredPart;
@@ -339,18 +339,13 @@ impl Services {
             .get(&session.storage_key, None)
             .await?
             .ok_or_else(|| anyhow::anyhow!("assembled object {} is missing", session.storage_key))?;
-        let sink = NarSink::new(self.limits().max_nar_size, self.limits().max_listing_size);
-        let mut verifier = NarVerifier::for_extension(session.wire.compression().extension(), sink)?;
-        let mut file_hasher = Sha256Hasher::default();
-        let mut file_size = 0u64;
+        let limits = self.limits();
+        let mut verifier = UploadVerifier::new(session.wire.compression().extension(), limits.max_nar_size, limits.max_listing_size)?;
         let mut stream = object.stream;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(anyhow::Error::from)?;
-            file_hasher.update(&chunk);
-            file_size += chunk.len() as u64;
-            verifier.write(&chunk).await?;
+            verifier.write(&chunk.map_err(anyhow::Error::from)?).await?;
         }
-        let summary = verifier.finish().await?;
+        let VerifiedUpload { file_hash, file_size, summary, .. } = verifier.finish().await?;
         if summary.nar_hash != session.nar_hash || summary.nar_size != session.nar_size {
             return Err(bad(format!(
                 "the parts sent for {} form a NAR of {} bytes hashing to {}, but the upload announced {} bytes hashing to {}: \
@@ -362,7 +357,7 @@ impl Services {
                 session.nar_hash.to_typed_nix32()
             )));
         }
-        Ok(Assembled { file_hash: file_hasher.finish(), file_size, listing: summary.listing })
+        Ok(Assembled { file_hash, file_size, listing: summary.listing })
     }
 
     /// Stores the verified NAR in the cache's compression (as assembled, when it already
