@@ -116,7 +116,7 @@ measure() {
     local name=$1 cfg=$2 par=${3:-} t0 t1 codes
     t0=$(date +%s.%N)
     if [[ -n $par ]]; then
-        codes=$(timeout 120 curl -s -w "$CURL_W" --parallel --parallel-immediate --parallel-max "$par" -K "$cfg" | sort | uniq -c | tr -s ' \n' ' ')
+        codes=$(timeout 120 curl -s -w "$CURL_W" --parallel --parallel-immediate --parallel-max "$par" -K "$cfg" 2>/dev/null | sort | uniq -c | tr -s ' \n' ' ')
     else
         codes=$(timeout 120 curl -s -w "$CURL_W" -K "$cfg" | sort | uniq -c | tr -s ' \n' ' ')
     fi

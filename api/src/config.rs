@@ -68,6 +68,11 @@ pub struct Settings {
     /// Seconds a deleted path's NAR is still sent (to clients that read its narinfo just
     /// before) before its bytes may be reclaimed.
     pub nar_release_grace_secs: u64,
+    /// Threads serving requests (0: one per CPU core).
+    pub workers: usize,
+    /// Seconds an idle keep-alive connection stays open. Substituters reuse connections
+    /// between the narinfo and the NAR phases, and a proxy in front may pool them.
+    pub keep_alive_secs: u64,
 }
 
 /// Where NARs, listings and build logs are kept.
@@ -111,6 +116,8 @@ struct RawSettings {
     pending_upload_expiry_secs: u64,
     default_quota_bytes: Option<u64>,
     nar_release_grace_secs: u64,
+    workers: usize,
+    keep_alive_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +158,8 @@ impl Default for RawSettings {
             pending_upload_expiry_secs: 24 * 3600,
             default_quota_bytes: None,
             nar_release_grace_secs: 600,
+            workers: 0,
+            keep_alive_secs: 75,
         }
     }
 }
@@ -237,6 +246,8 @@ impl TryFrom<RawSettings> for Settings {
             pending_upload_expiry_secs: raw.pending_upload_expiry_secs,
             default_quota_bytes: raw.default_quota_bytes,
             nar_release_grace_secs: raw.nar_release_grace_secs,
+            workers: raw.workers,
+            keep_alive_secs: raw.keep_alive_secs,
         })
     }
 }

@@ -80,7 +80,7 @@ impl Application {
         services.start_background_tasks();
         storage_ready(&services).await?;
         remove_stale_uploads(&services, &settings).await;
-        let listener = TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let listener = bind_listener(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let public_url = PublicUrl(settings.public_url.clone());
         let dashboard = web::Data::new(crate::routes::DashboardSettings {
@@ -119,9 +119,11 @@ impl Application {
                 }
             }
         })
+        .keep_alive(Duration::from_secs(settings.keep_alive_secs))
         .listen(listener)?
-        .shutdown_timeout(30)
-        .run();
+        .shutdown_timeout(30);
+        let server = if settings.workers > 0 { server.workers(settings.workers) } else { server };
+        let server = server.run();
         tracing::info!(address = %settings.listen.ip(), port, "listening");
         Ok(Self { port, server, services })
     }
@@ -145,6 +147,20 @@ impl Application {
         self.services.close().await;
         result
     }
+}
+
+/// Connections waiting to be accepted: room for a burst of substituters connecting at once
+/// (each nix opens up to `http-connections`, 25 by default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listening socket with [`LISTEN_BACKLOG`] (`TcpListener::bind` picks its own).
+fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    Ok(socket.into())
 }
 
 /// What uploads cut short by a crash left behind. An upload still running on another node
