@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use moka::sync::Cache as Lru;
 
+use larder_protocol::hash::Sha256Hash;
 use larder_protocol::store_path::StorePathHash;
+
+use super::substitute::NarDownload;
 
 use crate::domain::{Cache, CacheId, CacheName, NarId, PathId, Token, TokenId};
 
@@ -51,11 +54,12 @@ pub(super) struct RenderedNarinfo {
     pub(super) text: Bytes,
 }
 
-/// A rendered narinfo as kept: with the generation of its cache's narinfos it was read at.
+/// What is kept by cache generation: a value and the generation of its cache's narinfos
+/// it was read at.
 #[derive(Clone)]
-struct KeptNarinfo {
+struct Kept<T> {
     generation: i64,
-    narinfo: RenderedNarinfo,
+    value: T,
 }
 
 /// How often each node asks, at most, which caches' narinfo generations rose (half the
@@ -76,7 +80,10 @@ struct Remembered {
     active_keys: Lru<CacheId, (i64, Arc<Vec<String>>)>,
     /// Rendered, signed narinfos by cache and hash, kept for up to [`RENDERED_KEEP`] and
     /// served while their generation is the cache's.
-    narinfos: Lru<(CacheId, StorePathHash), KeptNarinfo>,
+    narinfos: Lru<(CacheId, StorePathHash), Kept<RenderedNarinfo>>,
+    /// Published NARs by cache and file hash, as narinfos are (a NAR stops being published
+    /// only with a path deleted or replaced, which raises the generation).
+    nars: Lru<(CacheId, Sha256Hash), Kept<NarDownload>>,
     /// Paths a cache lacked when asked (substituters ask for many of those): kept for the
     /// staleness bound only, since a push on another node raises no generation.
     misses: Lru<(CacheId, StorePathHash), ()>,
@@ -90,6 +97,7 @@ const MAX_CACHES: u64 = 20_000;
 /// 1 MiB: the bound is on bytes, not entries).
 const MAX_NARINFO_BYTES: u64 = 16 << 20;
 const MAX_MISSES: u64 = 100_000;
+const MAX_NARS: u64 = 100_000;
 
 impl Memo {
     /// `keep_rendered_at_most` caps how long a rendered narinfo is kept (below the grace
@@ -101,9 +109,10 @@ impl Memo {
             active_keys: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
             narinfos: Lru::builder()
                 .max_capacity(MAX_NARINFO_BYTES)
-                .weigher(|_, kept: &KeptNarinfo| 64 + u32::try_from(kept.narinfo.text.len()).unwrap_or(u32::MAX))
+                .weigher(|_, kept: &Kept<RenderedNarinfo>| 64 + u32::try_from(kept.value.text.len()).unwrap_or(u32::MAX))
                 .time_to_live(RENDERED_KEEP.min(keep_rendered_at_most).max(staleness))
                 .build(),
+            nars: Lru::builder().max_capacity(MAX_NARS).time_to_live(RENDERED_KEEP.min(keep_rendered_at_most).max(staleness)).build(),
             misses: Lru::builder().max_capacity(MAX_MISSES).time_to_live(staleness).build(),
             generations: RwLock::default(),
         });
@@ -186,7 +195,7 @@ impl Memo {
         let key = (cache, hash.clone());
         if let Some(kept) = r.narinfos.get(&key) {
             if kept.generation == generation_in(&r.generations, cache) {
-                return Some(Some(kept.narinfo));
+                return Some(Some(kept.value));
             }
             r.narinfos.invalidate(&key);
         }
@@ -196,9 +205,21 @@ impl Memo {
     pub(super) fn remember_narinfo(&self, cache: CacheId, hash: StorePathHash, generation: i64, narinfo: Option<RenderedNarinfo>) {
         if let Some(r) = &self.remembered {
             match narinfo {
-                Some(narinfo) => r.narinfos.insert((cache, hash), KeptNarinfo { generation, narinfo }),
+                Some(value) => r.narinfos.insert((cache, hash), Kept { generation, value }),
                 None => r.misses.insert((cache, hash), ()),
             }
+        }
+    }
+
+    pub(super) fn nar(&self, cache: CacheId, file_hash: &Sha256Hash) -> Option<NarDownload> {
+        let r = self.remembered.as_ref()?;
+        let kept = r.nars.get(&(cache, *file_hash))?;
+        (kept.generation == generation_in(&r.generations, cache)).then_some(kept.value)
+    }
+
+    pub(super) fn remember_nar(&self, cache: CacheId, file_hash: Sha256Hash, generation: i64, value: NarDownload) {
+        if let Some(r) = &self.remembered {
+            r.nars.insert((cache, file_hash), Kept { generation, value });
         }
     }
 
@@ -226,6 +247,7 @@ impl Memo {
     pub(super) fn forget_narinfos(&self) {
         if let Some(r) = &self.remembered {
             r.narinfos.invalidate_all();
+            r.nars.invalidate_all();
             r.misses.invalidate_all();
         }
     }

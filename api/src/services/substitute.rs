@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use larder_protocol::binary_cache::nar_url;
+use larder_protocol::compression::Compression;
 use larder_protocol::hash::Sha256Hash;
 use larder_protocol::narinfo::NarInfo;
 use larder_protocol::store_path::StorePathHash;
@@ -10,15 +11,23 @@ use std::sync::Arc;
 
 use super::memo::RenderedNarinfo;
 use super::{ServiceResult, Services};
-use crate::domain::{Cache, CacheId, NarId, PublishedPath};
+use crate::domain::{Cache, CacheId, Nar, NarId, PublishedPath};
 use crate::storage::{ByteRange, Object};
 
 /// A NAR that may be sent: its size, and where its bytes are.
+#[derive(Clone)]
 pub struct NarDownload {
     pub size: u64,
     storage_key: String,
+    compression: Compression,
     cache: CacheId,
     nar: NarId,
+}
+
+impl NarDownload {
+    fn of(cache: &Cache, nar: Nar) -> Self {
+        Self { size: nar.file_size, storage_key: nar.storage_key, compression: nar.compression, cache: cache.id, nar: nar.id }
+    }
 }
 
 impl Services {
@@ -75,17 +84,19 @@ impl Services {
         extension: &str,
         include_pending: bool,
     ) -> ServiceResult<Option<NarDownload>> {
-        let nar = if include_pending {
-            self.db().uploaded_nar(cache.id, file_hash).await?
+        let download = if include_pending {
+            self.db().uploaded_nar(cache.id, file_hash).await?.map(|nar| NarDownload::of(cache, nar))
+        } else if let Some(remembered) = self.inner.memo.nar(cache.id, file_hash) {
+            Some(remembered)
         } else {
-            self.db().published_nar(cache.id, file_hash).await?
+            let generation = self.inner.memo.narinfo_generation(cache.id);
+            let download = self.db().published_nar(cache.id, file_hash).await?.map(|nar| NarDownload::of(cache, nar));
+            if let Some(download) = &download {
+                self.inner.memo.remember_nar(cache.id, *file_hash, generation, download.clone());
+            }
+            download
         };
-        Ok(nar.filter(|nar| nar.compression.extension() == extension).map(|nar| NarDownload {
-            size: nar.file_size,
-            storage_key: nar.storage_key,
-            cache: cache.id,
-            nar: nar.id,
-        }))
+        Ok(download.filter(|download| download.compression.extension() == extension))
     }
 
     /// Where the client may fetch a whole NAR itself, if the storage hands out such URLs

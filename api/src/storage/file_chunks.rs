@@ -1,8 +1,8 @@
 //! A file sent as a stream of chunks, read on the blocking pool one chunk ahead of the one
-//! being sent. Each read lands in a buffer of its own that becomes the chunk as it is
-//! (`tokio::fs::File` reads into an internal buffer and copies out of it: one more pass
-//! over every byte served), and the next read runs while the previous chunk is written to
-//! the socket.
+//! being sent (the first where the file is opened). Each read lands in a buffer of its own
+//! that becomes the chunk as it is (`tokio::fs::File` reads into an internal buffer and
+//! copies out of it: one more pass over every byte served), and the next read runs while
+//! the previous chunk is written to the socket.
 
 use std::fs::File;
 use std::future::Future;
@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 type ChunkRead = JoinHandle<io::Result<(File, Bytes)>>;
 
 pub(super) struct FileChunks {
-    /// Bytes still to be read after the read in flight.
+    /// Read already, to be sent next (the first chunk, read where the file was opened).
+    ready: Option<(File, Bytes)>,
+    /// Bytes still to be read after the read in flight (or the chunk ready).
     remaining: u64,
     chunk: usize,
     reading: Option<ChunkRead>,
@@ -25,10 +27,12 @@ pub(super) struct FileChunks {
 
 impl FileChunks {
     /// Sends `len` bytes of `file` from where it is positioned, in chunks of `chunk` bytes.
-    pub(super) fn new(file: File, len: u64, chunk: usize) -> Self {
-        let mut chunks = Self { remaining: len, chunk, reading: None };
-        chunks.read_next(file);
-        chunks
+    /// Blocks to read the first chunk: call it on the blocking pool, where the file was
+    /// opened (one hand-off to a blocking thread per response, not two).
+    pub(super) fn read_first(mut file: File, len: u64, chunk: usize) -> io::Result<Self> {
+        let want = len.min(chunk as u64);
+        let first = read_chunk(&mut file, want)?;
+        Ok(Self { ready: Some((file, first)), remaining: len - want, chunk, reading: None })
     }
 
     fn read_next(&mut self, file: File) {
@@ -39,15 +43,20 @@ impl FileChunks {
         self.remaining -= want;
         self.reading = Some(tokio::task::spawn_blocking(move || {
             let mut file = file;
-            // Read into spare capacity: nothing is zeroed first.
-            let mut buffer = Vec::with_capacity(want as usize);
-            (&mut file).take(want).read_to_end(&mut buffer)?;
-            if (buffer.len() as u64) < want {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the object is shorter than its recorded size"));
-            }
-            Ok((file, Bytes::from(buffer)))
+            let chunk = read_chunk(&mut file, want)?;
+            Ok((file, chunk))
         }));
     }
+}
+
+/// Exactly `want` bytes, read into spare capacity (nothing is zeroed first).
+fn read_chunk(file: &mut File, want: u64) -> io::Result<Bytes> {
+    let mut buffer = Vec::with_capacity(want as usize);
+    file.take(want).read_to_end(&mut buffer)?;
+    if (buffer.len() as u64) < want {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the object is shorter than its recorded size"));
+    }
+    Ok(Bytes::from(buffer))
 }
 
 impl Stream for FileChunks {
@@ -55,17 +64,24 @@ impl Stream for FileChunks {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let Some(reading) = this.reading.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let read = ready!(Pin::new(reading).poll(cx));
-        this.reading = None;
-        let (file, chunk) = match read {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => return Poll::Ready(Some(Err(error))),
-            Err(joined) => return Poll::Ready(Some(Err(io::Error::other(joined)))),
+        let (file, chunk) = if let Some(ready) = this.ready.take() {
+            ready
+        } else {
+            let Some(reading) = this.reading.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let read = ready!(Pin::new(reading).poll(cx));
+            this.reading = None;
+            match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Err(joined) => return Poll::Ready(Some(Err(io::Error::other(joined)))),
+            }
         };
         this.read_next(file);
+        if chunk.is_empty() {
+            return Poll::Ready(None); // an empty object
+        }
         Poll::Ready(Some(Ok(chunk)))
     }
 }
@@ -86,7 +102,7 @@ mod tests {
     use std::io::{Seek, SeekFrom, Write};
 
     async fn collect(file: File, len: u64, chunk: usize) -> io::Result<Vec<Bytes>> {
-        FileChunks::new(file, len, chunk).try_collect().await
+        FileChunks::read_first(file, len, chunk)?.try_collect().await
     }
 
     #[tokio::test]

@@ -190,7 +190,8 @@ impl Storage for FsStorage {
             if start > 0 {
                 io::Seek::seek(&mut file, io::SeekFrom::Start(start)).with_context(|| format!("seeking in object {key}"))?;
             }
-            let stream: super::ByteStream = Box::pin(FileChunks::new(file, len, READ_CHUNK));
+            let chunks = FileChunks::read_first(file, len, READ_CHUNK).with_context(|| format!("reading object {key}"))?;
+            let stream: super::ByteStream = Box::pin(chunks);
             Ok(Some(Object { stream, total_size }))
         })
         .await?
