@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn hash(i: usize) -> StorePathHash {
-        let digest = larder_protocol::hash::Sha256Hash::digest(&i.to_le_bytes());
+        let digest = Sha256Hash::digest(&i.to_le_bytes());
         StorePathHash::parse(&larder_protocol::nix32::encode(&digest.0[..20])).unwrap()
     }
 
