@@ -48,8 +48,8 @@ pub struct CacheGraph {
 
 /// What deleting a batch of paths did.
 pub enum BatchOutcome {
-    /// Deleted: (hash part, store path) of each.
-    Deleted(Vec<(String, String)>),
+    /// Deleted: the store path of each.
+    Deleted(Vec<String>),
     /// Nothing deleted: a remaining path refers to one of them (pushed since the plan was
     /// made, or used since and so kept, with the paths it refers to).
     StillReferenced,
@@ -230,7 +230,7 @@ impl Database {
         }
         query.execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(BatchOutcome::Deleted(deleted.into_iter().map(|(hash, path, _)| (hash, path)).collect()))
+        Ok(BatchOutcome::Deleted(deleted.into_iter().map(|(_, path, _)| path).collect()))
     }
 
     /// The paths of a cache that refer to any of `hashes`.

@@ -700,26 +700,22 @@ impl Services {
         let order = referrers_first(&members, &self.db().references_of(&ids).await?);
         let started = self.clock().now();
         let mut deleted = Vec::new();
+        let mut still_referenced = false;
         for batch in order.chunks(BATCH) {
             match self.db().delete_path_batch(cache.id, batch, None, started).await? {
-                BatchOutcome::Deleted(paths) => {
-                    for (hash, store_path) in paths {
-                        if let Ok(hash) = StorePathHash::parse(&hash) {
-                            self.inner.memo.forget_narinfo(cache.id, &hash);
-                        }
-                        deleted.push(store_path);
-                    }
-                }
+                BatchOutcome::Deleted(paths) => deleted.extend(paths),
                 BatchOutcome::StillReferenced => {
-                    if !deleted.is_empty() {
-                        self.narinfos_changed(cache.id).await?;
-                    }
-                    return Err(ServiceError::Conflict(format!("a path pushed meanwhile refers to {}: try again", target.store_path)));
+                    still_referenced = true;
+                    break;
                 }
             }
         }
+        // Whatever was deleted: its narinfos go at once here, within the bound elsewhere.
         if !deleted.is_empty() {
             self.narinfos_changed(cache.id).await?;
+        }
+        if still_referenced {
+            return Err(ServiceError::Conflict(format!("a path pushed meanwhile refers to {}: try again", target.store_path)));
         }
         tracing::info!(paths = deleted.len(), "deleted paths");
         Ok(deleted)

@@ -2,9 +2,9 @@
 //! records, caches by name, their active key names and narinfo misses. For longer (minutes):
 //! rendered narinfos, each tagged with its cache's narinfo generation, which every change to
 //! what they say raises in the database (`cache_changes`); nodes poll it well within the
-//! bound ([`GENERATION_POLL`]), so a rendered narinfo is never served once its generation is known
-//! to be old. A change made through this node forgets what it changed at once; a change made
-//! on another node (or by the admin command) is seen here within the bound. Uses (of tokens
+//! bound ([`GENERATION_POLL`]), so a rendered narinfo is never served once its generation
+//! is known to be old. A change made through this node forgets what it changed at once; a
+//! change made on another node (or by the admin command) is seen here within the bound. Uses (of tokens
 //! and of paths) and NAR bytes served are kept in memory and written in batches, so that
 //! reading a cache writes nothing to the database.
 
@@ -66,9 +66,9 @@ struct Kept<T> {
 /// staleness bound when that is shorter).
 pub(super) const GENERATION_POLL: Duration = Duration::from_millis(500);
 
-/// Longest a rendered narinfo is kept. Generations make it safe to keep them long; this
-/// only bounds what a change whose generation was never raised (a node that crashed between
-/// the two writes) could leave behind.
+/// Longest a rendered narinfo (or NAR lookup) is kept. Generations make it safe to keep
+/// them long; this only bounds what a change whose generation was never raised (a node that
+/// crashed between the two writes, two pushes of one path racing) could leave behind.
 const RENDERED_KEEP: Duration = Duration::from_secs(600);
 
 struct Remembered {
@@ -77,7 +77,7 @@ struct Remembered {
     /// By name; `None` for a name no cache has.
     caches: Lru<CacheName, Option<Arc<Cache>>>,
     /// With the narinfo generation they were read at.
-    active_keys: Lru<CacheId, (i64, Arc<Vec<String>>)>,
+    active_keys: Lru<CacheId, Kept<Arc<Vec<String>>>>,
     /// Rendered, signed narinfos by cache and hash, kept for up to [`RENDERED_KEEP`] and
     /// served while their generation is the cache's.
     narinfos: Lru<(CacheId, StorePathHash), Kept<RenderedNarinfo>>,
@@ -103,6 +103,7 @@ impl Memo {
     /// `keep_rendered_at_most` caps how long a rendered narinfo is kept (below the grace
     /// in which a released NAR is still served).
     pub(super) fn new(staleness: Duration, keep_rendered_at_most: Duration) -> Self {
+        let keep_rendered = RENDERED_KEEP.min(keep_rendered_at_most).max(staleness);
         let remembered = (!staleness.is_zero()).then(|| Remembered {
             tokens: Lru::builder().max_capacity(MAX_TOKENS).time_to_live(staleness).build(),
             caches: Lru::builder().max_capacity(MAX_CACHES).time_to_live(staleness).build(),
@@ -110,9 +111,9 @@ impl Memo {
             narinfos: Lru::builder()
                 .max_capacity(MAX_NARINFO_BYTES)
                 .weigher(|_, kept: &Kept<RenderedNarinfo>| 64 + u32::try_from(kept.value.text.len()).unwrap_or(u32::MAX))
-                .time_to_live(RENDERED_KEEP.min(keep_rendered_at_most).max(staleness))
+                .time_to_live(keep_rendered)
                 .build(),
-            nars: Lru::builder().max_capacity(MAX_NARS).time_to_live(RENDERED_KEEP.min(keep_rendered_at_most).max(staleness)).build(),
+            nars: Lru::builder().max_capacity(MAX_NARS).time_to_live(keep_rendered).build(),
             misses: Lru::builder().max_capacity(MAX_MISSES).time_to_live(staleness).build(),
             generations: RwLock::default(),
         });
@@ -173,20 +174,19 @@ impl Memo {
     /// rendered again after a key change must not be signed from the old set.
     pub(super) fn active_keys(&self, cache: CacheId) -> Option<Arc<Vec<String>>> {
         let r = self.remembered.as_ref()?;
-        let (generation, names) = r.active_keys.get(&cache)?;
-        (generation == generation_in(&r.generations, cache)).then_some(names)
+        r.current(cache, r.active_keys.get(&cache)?)
     }
 
     pub(super) fn remember_active_keys(&self, cache: CacheId, generation: i64, names: Arc<Vec<String>>) {
         if let Some(r) = &self.remembered {
-            r.active_keys.insert(cache, (generation, names));
+            r.active_keys.insert(cache, Kept { generation, value: names });
         }
     }
 
     /// The latest narinfo generation this node knows of a cache: read it before reading
     /// the rows a narinfo is rendered from, and remember the narinfo with it.
     pub(super) fn narinfo_generation(&self, cache: CacheId) -> i64 {
-        self.remembered.as_ref().map_or(0, |r| generation_in(&r.generations, cache))
+        self.remembered.as_ref().map_or(0, |r| r.generation(cache))
     }
 
     /// `Some(None)`: the cache lacked the path a moment ago.
@@ -194,8 +194,8 @@ impl Memo {
         let r = self.remembered.as_ref()?;
         let key = (cache, hash.clone());
         if let Some(kept) = r.narinfos.get(&key) {
-            if kept.generation == generation_in(&r.generations, cache) {
-                return Some(Some(kept.value));
+            if let Some(narinfo) = r.current(cache, kept) {
+                return Some(Some(narinfo));
             }
             r.narinfos.invalidate(&key);
         }
@@ -213,8 +213,7 @@ impl Memo {
 
     pub(super) fn nar(&self, cache: CacheId, file_hash: &Sha256Hash) -> Option<NarDownload> {
         let r = self.remembered.as_ref()?;
-        let kept = r.nars.get(&(cache, *file_hash))?;
-        (kept.generation == generation_in(&r.generations, cache)).then_some(kept.value)
+        r.current(cache, r.nars.get(&(cache, *file_hash))?)
     }
 
     pub(super) fn remember_nar(&self, cache: CacheId, file_hash: Sha256Hash, generation: i64, value: NarDownload) {
@@ -223,7 +222,7 @@ impl Memo {
         }
     }
 
-    /// After the path was published or deleted through this node.
+    /// After the path was published through this node (deletions raise the generation).
     pub(super) fn forget_narinfo(&self, cache: CacheId, hash: &StorePathHash) {
         if let Some(r) = &self.remembered {
             let key = (cache, hash.clone());
@@ -303,8 +302,15 @@ impl Memo {
     }
 }
 
-fn generation_in(generations: &RwLock<HashMap<CacheId, i64>>, cache: CacheId) -> i64 {
-    generations.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&cache).copied().unwrap_or(0)
+impl Remembered {
+    fn generation(&self, cache: CacheId) -> i64 {
+        self.generations.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&cache).copied().unwrap_or(0)
+    }
+
+    /// What was kept, while the generation it was read at is still the cache's.
+    fn current<T>(&self, cache: CacheId, kept: Kept<T>) -> Option<T> {
+        (kept.generation == self.generation(cache)).then_some(kept.value)
+    }
 }
 
 #[cfg(test)]

@@ -131,10 +131,10 @@ impl Services {
         Ok(())
     }
 
-    /// Every [`memo::GENERATION_POLL`] (or half the staleness bound, if shorter), learns which caches' narinfo generations rose lately
-    /// (on any node). Rows are read back over a window far longer than the poll, so that a
-    /// change committed late is still seen; when polling failed for longer than that window,
-    /// every rendered narinfo is forgotten instead.
+    /// Every [`memo::GENERATION_POLL`] (or half the staleness bound, if shorter), learns
+    /// which caches' narinfo generations rose lately (on any node). Rows are read back over
+    /// a window far longer than the poll, so that a change committed late is still seen;
+    /// when polling failed for half that window, every rendered narinfo is forgotten.
     fn poll_narinfo_generations(&self) {
         const WINDOW_SECS: i64 = 60;
         let staleness = self.limits().staleness;

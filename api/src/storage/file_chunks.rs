@@ -88,7 +88,8 @@ impl Stream for FileChunks {
 
 impl Drop for FileChunks {
     fn drop(&mut self) {
-        // A client that hangs up mid-NAR: the read in flight finishes on its own.
+        // A client that hung up mid-NAR: a read not yet started is skipped (one already
+        // running on the blocking pool finishes on its own).
         if let Some(reading) = self.reading.take() {
             reading.abort();
         }
