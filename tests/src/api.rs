@@ -126,3 +126,48 @@ impl<'a> Api<'a> {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 }
+
+/// One token of every kind a route must be tried with, around alice's private cache
+/// `alice-private`. Alice also owns the public `alice-public`; bob, another tenant, owns
+/// `bob-cache`.
+pub struct TokenKinds {
+    /// Bob's admin token on his own cache.
+    pub bobs: String,
+    pub read: String,
+    pub write: String,
+    pub admin: String,
+    /// An admin token of `alice-private`, revoked.
+    pub revoked: String,
+    /// A token of `alice-private`, expired by the time this returns.
+    pub expired: String,
+    /// Alice's personal admin token limited to `alice-public`.
+    pub limited_elsewhere: String,
+    /// Alice's unlimited personal write token.
+    pub personal: String,
+}
+
+impl TokenKinds {
+    /// Signs up alice and bob with their caches and makes the tokens; `expired` is a cache
+    /// token with `expired_permission` (waits 2.1 s for it to expire).
+    pub async fn around_alice_private(server: &TestServer, expired_permission: &str) -> Self {
+        let alice = Api::anonymous(server).account("alice").await;
+        alice.cache("alice-private", false).await;
+        alice.cache("alice-public", true).await;
+        let bob = Api::anonymous(server).account("bob").await;
+        bob.cache("bob-cache", false).await;
+        let (_, bobs) = bob.token(json!({"kind": "cache", "cache": "bob-cache", "permission": "admin"})).await;
+        let token = |permission: &str| json!({"kind": "cache", "cache": "alice-private", "permission": permission});
+        let (_, read) = alice.token(token("read")).await;
+        let (_, write) = alice.token(token("write")).await;
+        let (_, admin) = alice.token(token("admin")).await;
+        let (revoked_id, revoked) = alice.token(token("admin")).await;
+        let (status, answer) = alice.delete(&format!("/tokens/{revoked_id}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+        let (_, expired) =
+            alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": expired_permission, "expires_in": 1})).await;
+        let (_, limited_elsewhere) = alice.token(json!({"kind": "personal", "caches": ["alice-public"], "permission": "admin"})).await;
+        let (_, personal) = alice.token(json!({"kind": "personal", "permission": "write"})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        Self { bobs, read, write, admin, revoked, expired, limited_elsewhere, personal }
+    }
+}

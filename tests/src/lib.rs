@@ -9,7 +9,7 @@ pub mod nix;
 pub mod raw_http;
 pub mod server;
 
-pub use api::{Api, PASSPHRASE};
+pub use api::{Api, TokenKinds, PASSPHRASE};
 pub use larder_api::config::Settings;
 pub use nix::{assert_same_tree, trusting, Nix, NixClient, NixRun, PrivateNix};
 pub use server::{run_on, Backend, TestCache, TestServer};

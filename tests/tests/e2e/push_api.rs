@@ -1,7 +1,7 @@
 //! The push API: one question for which paths a cache lacks, and what each kind of token
 //! gets from it.
 
-use larder_tests::{on_both_backends, Api, Nix, TestServer};
+use larder_tests::{on_both_backends, Api, Nix, TestServer, TokenKinds};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -46,21 +46,8 @@ async fn missing_paths_are_asked_once_for_many(server: &TestServer) {
 }
 
 async fn missing_paths_for_each_kind_of_token(server: &TestServer) {
-    let alice = Api::anonymous(server).account("alice").await;
-    alice.cache("alice-private", false).await;
-    alice.cache("alice-public", true).await;
-    let bob = Api::anonymous(server).account("bob").await;
-    bob.cache("bob-cache", false).await;
-    let (_, bobs) = bob.token(json!({"kind": "cache", "cache": "bob-cache", "permission": "admin"})).await;
-    let token = |permission: &str| json!({"kind": "cache", "cache": "alice-private", "permission": permission});
-    let (_, read) = alice.token(token("read")).await;
-    let (_, write) = alice.token(token("write")).await;
-    let (_, admin) = alice.token(token("admin")).await;
-    let (revoked_id, revoked) = alice.token(token("admin")).await;
-    alice.delete(&format!("/tokens/{revoked_id}"), None).await;
-    let (_, expiring) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "read", "expires_in": 1})).await;
-    let (_, limited_elsewhere) = alice.token(json!({"kind": "personal", "caches": ["alice-public"], "permission": "admin"})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let TokenKinds { bobs, read, write, admin, revoked, expired, limited_elsewhere, .. } =
+        TokenKinds::around_alice_private(server, "read").await;
     let ask = json!({"store_paths": ["/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-x"]});
     let anonymous = Api::anonymous(server);
     let cases: Vec<(&str, Api<'_>, &str, StatusCode)> = vec![
@@ -71,7 +58,7 @@ async fn missing_paths_for_each_kind_of_token(server: &TestServer) {
         ("write", anonymous.with(&write), "alice-private", StatusCode::OK),
         ("admin", anonymous.with(&admin), "alice-private", StatusCode::OK),
         ("revoked", anonymous.with(&revoked), "alice-private", StatusCode::UNAUTHORIZED),
-        ("expired", anonymous.with(&expiring), "alice-private", StatusCode::UNAUTHORIZED),
+        ("expired", anonymous.with(&expired), "alice-private", StatusCode::UNAUTHORIZED),
         ("personal, limited to another cache", anonymous.with(&limited_elsewhere), "alice-private", StatusCode::UNAUTHORIZED),
     ];
     for (kind, api, cache, expected) in cases {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use larder_tests::{on_both_backends, Api, Nix, TestServer};
+use larder_tests::{on_both_backends, Api, Nix, TestServer, TokenKinds};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -448,22 +448,8 @@ async fn a_client_held_cache_takes_only_signed_sessions(server: &TestServer) {
 }
 
 async fn upload_sessions_for_each_kind_of_token(server: &TestServer) {
-    let alice = Api::anonymous(server).account("alice").await;
-    alice.cache("alice-private", false).await;
-    alice.cache("alice-public", true).await;
-    let bob = Api::anonymous(server).account("bob").await;
-    bob.cache("bob-cache", false).await;
-    let (_, bobs) = bob.token(json!({"kind": "cache", "cache": "bob-cache", "permission": "admin"})).await;
-    let token = |permission: &str| json!({"kind": "cache", "cache": "alice-private", "permission": permission});
-    let (_, read) = alice.token(token("read")).await;
-    let (_, write) = alice.token(token("write")).await;
-    let (_, admin) = alice.token(token("admin")).await;
-    let (revoked_id, revoked) = alice.token(token("admin")).await;
-    alice.delete(&format!("/tokens/{revoked_id}"), None).await;
-    let (_, expiring) = alice.token(json!({"kind": "cache", "cache": "alice-private", "permission": "write", "expires_in": 1})).await;
-    let (_, limited_elsewhere) = alice.token(json!({"kind": "personal", "caches": ["alice-public"], "permission": "admin"})).await;
-    let (_, personal) = alice.token(json!({"kind": "personal", "permission": "write"})).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let TokenKinds { bobs, read, write, admin, revoked, expired, limited_elsewhere, personal, .. } =
+        TokenKinds::around_alice_private(server, "write").await;
     let nix = Nix::new(server.dir.path());
     let work = server.dir.path().join("blobs");
     std::fs::create_dir_all(&work).unwrap();
@@ -477,7 +463,7 @@ async fn upload_sessions_for_each_kind_of_token(server: &TestServer) {
         ("another tenant's", anonymous.with(&bobs), StatusCode::UNAUTHORIZED),
         ("read", anonymous.with(&read), StatusCode::FORBIDDEN),
         ("revoked", anonymous.with(&revoked), StatusCode::UNAUTHORIZED),
-        ("expired", anonymous.with(&expiring), StatusCode::UNAUTHORIZED),
+        ("expired", anonymous.with(&expired), StatusCode::UNAUTHORIZED),
         ("personal, limited to another cache", anonymous.with(&limited_elsewhere), StatusCode::UNAUTHORIZED),
     ];
     for (kind, api, expected) in cases {
