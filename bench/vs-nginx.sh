@@ -10,7 +10,8 @@
 # stopped by PID, the store paths it added deleted and its temporary directory removed.
 #
 # Usage: bench/vs-nginx.sh [--paths N] [--max-size SIZE] [--small] [--rounds R] [--bin PATH]
-#                          [--timeout SECONDS] [--backend fs|postgres-s3] [--keep] [--tsv FILE]
+#                          [--timeout SECONDS] [--backend fs|postgres-s3] [--quickack] [--keep]
+#                          [--tsv FILE]
 # See bench/README.md.
 set -euo pipefail
 export LC_ALL=C
@@ -24,6 +25,7 @@ CMD_TIMEOUT=900      # seconds, for any one command (a push, a pull, one curl ru
 BACKEND=fs
 KEEP=0
 TSV_COPY=""
+QUICKACK=0
 
 usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
@@ -35,6 +37,7 @@ while (($#)); do
         --bin) BIN=$2; shift ;;
         --timeout) CMD_TIMEOUT=$2; shift ;;
         --backend) BACKEND=$2; shift ;;
+        --quickack) QUICKACK=1 ;;
         --keep) KEEP=1 ;;
         --tsv) TSV_COPY=$2; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -122,6 +125,7 @@ cleanup() {
     if [[ -n $PG_DB ]]; then psql -q "$TEST_PG_URL/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
     # Stops what test-services started for this run (never a Postgres it did not start).
     if [[ -n $SERVICES_RUN ]]; then bash "$REPO/scripts/test-services.sh" stop "$SERVICES_RUN" >/dev/null 2>&1 || true; fi
+    quickack_loopback_restore
     if [[ -n $TSV_COPY && -s $TSV ]]; then cp "$TSV" "$TSV_COPY" && log "rounds copied to $TSV_COPY"; fi
     if ((KEEP)); then
         log "kept $T"
@@ -131,10 +135,17 @@ cleanup() {
     fi
     exit "$rc"
 }
+# shellcheck source=bench/loopback-quickack.sh
+source "$REPO/bench/loopback-quickack.sh"
 trap cleanup EXIT
 trap 'log "FAILED at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
+if ((QUICKACK)); then
+    quickack_loopback_on || die "--quickack: could not set quickack on the loopback route"
+    BACKEND_NOTE+=", loopback route with quickack 1 (see bench/loopback-quickack.sh)"
+    log "loopback route: quickack 1 for this run"
+fi
 
 # Isolated nix client (no daemon, as root). Every nix command gets its own XDG_CACHE_HOME
 # and netrc file on its command line as well; these are the defaults.

@@ -9,16 +9,18 @@
 # A benchmark, not a test: it asserts nothing about the figures. Loopback only; both
 # servers and the services are stopped by PID and the store paths deleted on exit.
 #
-# Usage: bench/vs-s3-direct.sh [--rounds R] [--bin PATH]
+# Usage: bench/vs-s3-direct.sh [--rounds R] [--bin PATH] [--quickack]
+# --quickack: see bench/loopback-quickack.sh.
 set -euo pipefail
 export LC_ALL=C
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=5 BIN=$REPO/target/release/larder-server
+ROUNDS=5 BIN=$REPO/target/release/larder-server QUICKACK=0
 while (($#)); do
     case $1 in
         --rounds) ROUNDS=$2; shift ;;
         --bin) BIN=$2; shift ;;
-        *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        --quickack) QUICKACK=1 ;;
+        *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
     shift
 done
@@ -31,9 +33,13 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     ((${#STORE_PATHS[@]})) && nix-store --delete "${STORE_PATHS[@]}" >/dev/null 2>&1 || true
     [[ -n $SERVICES_RUN ]] && bash "$REPO/scripts/test-services.sh" stop "$SERVICES_RUN" >/dev/null 2>&1 || true
+    quickack_loopback_restore
     rm -rf "$T"
 }
+# shellcheck source=bench/loopback-quickack.sh
+source "$REPO/bench/loopback-quickack.sh"
 trap cleanup EXIT
+if ((QUICKACK)); then quickack_loopback_on; fi
 bash "$REPO/scripts/test-services.sh" start >"$T/services.env" 2>"$T/services.log" || { cat "$T/services.log" >&2; exit 1; }
 # shellcheck disable=SC1091
 source "$T/services.env"
@@ -79,7 +85,7 @@ done
 median() { awk -v k="$1" '$1 == k { print $2 }' "$T/results" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo "## Larder streaming from Garage against Garage serving the same objects, median of $ROUNDS"
 echo
-echo "- machine: $(nproc) cores, load at start $LOAD_START; git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "- machine: $(nproc) cores, load at start $LOAD_START; git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown); loopback quickack $( ((QUICKACK)) && echo on || echo off)"
 echo
 echo "| | through Larder | from the bucket | ratio |"
 echo "|---|---|---|---|"
