@@ -10,8 +10,8 @@
 # stopped by PID, the store paths it added deleted and its temporary directory removed.
 #
 # Usage: bench/vs-nginx.sh [--paths N] [--max-size SIZE] [--small] [--rounds R] [--bin PATH]
-#                          [--timeout SECONDS] [--backend fs|postgres-s3] [--quickack] [--keep]
-#                          [--tsv FILE]
+#                          [--timeout SECONDS] [--backend fs|postgres-s3] [--quickack]
+#                          [--s3-redirect] [--keep] [--tsv FILE]
 # See bench/README.md.
 set -euo pipefail
 export LC_ALL=C
@@ -26,8 +26,9 @@ BACKEND=fs
 KEEP=0
 TSV_COPY=""
 QUICKACK=0
+S3_REDIRECT=0
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --paths) PATHS_N=$2; shift ;;
@@ -38,6 +39,7 @@ while (($#)); do
         --timeout) CMD_TIMEOUT=$2; shift ;;
         --backend) BACKEND=$2; shift ;;
         --quickack) QUICKACK=1 ;;
+        --s3-redirect) S3_REDIRECT=1 ;;
         --keep) KEEP=1 ;;
         --tsv) TSV_COPY=$2; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -54,6 +56,10 @@ case $BACKEND in
     postgres-s3) BACKEND_NOTE="Postgres + Garage (S3)" ;;
     *) die "unknown --backend $BACKEND (fs or postgres-s3)" ;;
 esac
+if ((S3_REDIRECT)); then
+    [[ $BACKEND == postgres-s3 ]] || die "--s3-redirect needs --backend postgres-s3"
+    BACKEND_NOTE+=", NAR downloads answered with a 307 to the bucket (s3_redirect_downloads; Garage's CPU and RSS are not counted)"
+fi
 [[ $PATHS_N =~ ^[0-9]+$ ]] && ((PATHS_N >= 2)) || die "--paths must be an integer >= 2"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1)) || die "--rounds must be an integer >= 1"
 [[ $CMD_TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
@@ -349,7 +355,8 @@ if [[ $BACKEND == postgres-s3 ]]; then
     garage -c "$SERVICES_RUN/garage/garage.toml" bucket allow --read --write --owner "$BUCKET" --key "$TEST_S3_ACCESS_KEY_ID" >/dev/null
     export LARDER_DATABASE_URL=$TEST_PG_URL/$PG_DB LARDER_STORAGE=s3 LARDER_S3_ENDPOINT=$TEST_S3_ENDPOINT LARDER_S3_BUCKET=$BUCKET \
         LARDER_S3_REGION=$TEST_S3_REGION LARDER_S3_ACCESS_KEY_ID=$TEST_S3_ACCESS_KEY_ID \
-        LARDER_S3_SECRET_ACCESS_KEY=$TEST_S3_SECRET_ACCESS_KEY LARDER_S3_PATH_STYLE=true
+        LARDER_S3_SECRET_ACCESS_KEY=$TEST_S3_SECRET_ACCESS_KEY LARDER_S3_PATH_STYLE=true \
+        LARDER_S3_REDIRECT_DOWNLOADS=$( ((S3_REDIRECT)) && echo true || echo false)
 fi
 LARDER_DATA_DIR=$LARDER_DATA LARDER_LISTEN=127.0.0.1:0 NO_COLOR=1 RUST_LOG=${RUST_LOG:-warn} \
     "$BIN" serve --port-file "$T/larder.port" >"$T/larder.log" 2>&1 &
@@ -476,8 +483,10 @@ measure() {
     fi
 }
 CURL_W='%{http_code} %{size_download} %{num_connects}\n'
-curl_seq() { bounded curl -s -w "$CURL_W" -K "$1"; }
-curl_par() { bounded curl -s -w "$CURL_W" --parallel --parallel-immediate --parallel-max "$2" -K "$1"; }
+# -L follows --s3-redirect's 307s (curl sends the token only to Larder, not to the bucket's
+# port); nothing else redirects.
+curl_seq() { bounded curl -sL -w "$CURL_W" -K "$1"; }
+curl_par() { bounded curl -sL -w "$CURL_W" --parallel --parallel-immediate --parallel-max "$2" -K "$1"; }
 
 CPU_START_nginx=$(cpu_ticks nginx) CPU_START_larder=$(cpu_ticks larder)
 for ((r = 1; r <= ROUNDS; r++)); do
