@@ -20,7 +20,7 @@ while (($#)); do
         --rounds) ROUNDS=$2; shift ;;
         --bin) BIN=$2; shift ;;
         --quickack) QUICKACK=1 ;;
-        *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
     shift
 done
