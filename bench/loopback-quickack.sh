@@ -19,9 +19,10 @@ quickack_loopback_on() {
     route=$(ip -o route show table local | awk '$1 == "local" && $2 == "127.0.0.1"')
     [[ -n $route ]] || { echo "no local route for 127.0.0.1 in table local" >&2; return 1; }
     if [[ $route == *quickack* ]]; then return 0; fi
+    # Remembered first: a signal between the two still finds the route to restore.
+    QUICKACK_ROUTE_SAVED=$route
     # shellcheck disable=SC2086  # the route's words are ip's arguments
     ip route change $route table local quickack 1
-    QUICKACK_ROUTE_SAVED=$route
 }
 
 # Puts the route back as quickack_loopback_on found it (no-op when it changed nothing).
