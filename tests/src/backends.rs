@@ -35,6 +35,9 @@ impl S3Env {
     }
 }
 
+/// How [`TestBucket::contents`] names an unfinished multipart upload, before its key.
+pub const MULTIPART_UPLOAD_OF: &str = "multipart upload of ";
+
 /// A bucket of the test's own, created through the S3 API.
 pub struct TestBucket {
     pub env: S3Env,
@@ -86,8 +89,16 @@ impl TestBucket {
         keys
     }
 
+    /// Object keys, then unfinished multipart uploads as [`MULTIPART_UPLOAD_OF`] and the
+    /// key: everything the bucket holds.
+    pub async fn contents(&self) -> Vec<String> {
+        let mut found = self.keys().await;
+        found.extend(self.pending_multipart_uploads().await.into_iter().map(|key| format!("{MULTIPART_UPLOAD_OF}{key}")));
+        found
+    }
+
     /// Unfinished multipart uploads, by key.
-    pub async fn pending_multipart_uploads(&self) -> Vec<String> {
+    async fn pending_multipart_uploads(&self) -> Vec<String> {
         let uploads = self.client.list_multipart_uploads().bucket(&self.name).send().await.expect("ListMultipartUploads");
         uploads.uploads().iter().map(|u| u.key().unwrap_or("?").to_owned()).collect()
     }

@@ -146,14 +146,11 @@ impl TestServer {
         n
     }
 
-    /// Every stored object (and temporary file or unfinished multipart upload).
+    /// Every stored object (and temporary file, or unfinished multipart upload: see
+    /// [`TestBucket::contents`]).
     pub async fn stored_objects(&self) -> Vec<String> {
         match &self.bucket {
-            Some(bucket) => {
-                let mut found = bucket.keys().await;
-                found.extend(bucket.pending_multipart_uploads().await.into_iter().map(|k| format!("multipart upload of {k}")));
-                found
-            }
+            Some(bucket) => bucket.contents().await,
             None => files_below(&self.nar_dir()),
         }
     }

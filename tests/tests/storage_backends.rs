@@ -46,11 +46,7 @@ impl Backend {
     async fn leftovers(&self) -> Vec<String> {
         match &self.kind {
             Kind::Fs(dir) => files_below(&dir.path().join("store")),
-            Kind::S3(bucket) => {
-                let mut found = bucket.keys().await;
-                found.extend(bucket.pending_multipart_uploads().await.into_iter().map(|k| format!("multipart upload of {k}")));
-                found
-            }
+            Kind::S3(bucket) => bucket.contents().await,
         }
     }
 

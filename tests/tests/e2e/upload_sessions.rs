@@ -512,6 +512,10 @@ async fn abandoned_sessions_expire_and_leave_nothing(server: &TestServer) {
     let id = opened["id"].as_str().unwrap().to_owned();
     put_part(&pusher, "left", &id, 1, read_range(&blob.nar, 0, 5 * MIB).await).await;
     assert_ne!(server.stored_objects().await, before, "the part is held somewhere");
+    // What an open session holds is queued for deletion until it completes: on S3 an
+    // unfinished multipart upload, which is also what a server killed while opening an
+    // upload leaves behind.
+    larder_tests::consistency::assert_consistent(server).await;
     assert!(opened["expires_at"].as_i64().unwrap() > 0);
 
     server.services().clock().advance(Duration::from_secs(120));
@@ -528,4 +532,5 @@ async fn abandoned_sessions_expire_and_leave_nothing(server: &TestServer) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(server.stored_objects().await, before, "nothing of the session is left");
     assert_eq!(server.count_rows("upload_parts").await, 0);
+    larder_tests::consistency::assert_consistent(server).await;
 }
