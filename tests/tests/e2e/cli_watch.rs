@@ -306,54 +306,48 @@ async fn in_cache(server: &TestServer, cache: &str, path: &str) -> bool {
     matches!(server.http.get(&url).send().await, Ok(response) if response.status() == 200)
 }
 
+/// The `paths` the cache does not serve (yet).
+async fn missing_from_cache(server: &TestServer, machine: &Machine, paths: &[String]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for path in paths {
+        if !in_cache(server, &machine.cache, path).await {
+            missing.push(path.clone());
+        }
+    }
+    missing
+}
+
 /// Waits until every path is in the cache; panics naming the missing ones and the log.
 async fn wait_in_cache(server: &TestServer, machine: &Machine, paths: &[String], watcher: Option<&Watcher>) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut missing = Vec::new();
-        for path in paths {
-            if !in_cache(server, &machine.cache, path).await {
-                missing.push(path.clone());
-            }
-        }
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "not in {} after {PATIENCE:?}: {missing:?}\nwatcher log:\n{}",
-                machine.cache,
-                watcher.map(Watcher::log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let arrived = eventually(|| async move { missing_from_cache(server, machine, paths).await.is_empty() }).await;
+    if !arrived {
+        panic!(
+            "not in {} after {PATIENCE:?}: {:?}\nwatcher log:\n{}",
+            machine.cache,
+            missing_from_cache(server, machine, paths).await,
+            watcher.map(Watcher::log).unwrap_or_default()
+        );
     }
 }
 
 /// Waits until none of `paths` is queued any more (other tests' paths may be: the store is
 /// shared).
 async fn wait_unqueued(machine: &Machine, paths: &[String], watcher: &Watcher) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let unqueued = eventually(|| {
         let queued = machine.queued();
-        if !paths.iter().any(|p| queued.contains(p)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the queue still holds some of {paths:?}: {queued:?}\n{}", watcher.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        async move { !paths.iter().any(|p| queued.contains(p)) }
+    })
+    .await;
+    assert!(unqueued, "the queue still holds some of {paths:?}: {:?}\n{}", machine.queued(), watcher.log());
 }
 
 async fn wait_queued(machine: &Machine, paths: &[String], watcher: &Watcher) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let queued_all = eventually(|| {
         let queued = machine.queued();
-        if paths.iter().all(|p| queued.contains(p)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not all of {paths:?} queued: {queued:?}\n{}", watcher.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        async move { paths.iter().all(|p| queued.contains(p)) }
+    })
+    .await;
+    assert!(queued_all, "not all of {paths:?} queued: {:?}\n{}", machine.queued(), watcher.log());
 }
 
 /// An address where nothing listens: a server that is down.
